@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from tltext.backbones import TextBackbone, pool
+
+
+def test_mean_pooling_ignores_padding():
+    h = torch.randn(2, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    z = pool(h, mask, "mean")
+    assert torch.allclose(z[0], h[0, :3].mean(0))
+    assert torch.allclose(z[1], h[1].mean(0))
+    assert torch.allclose(pool(h, mask, "cls"), h[:, 0])
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        pool(h, mask, "max")
+
+
+def test_text_embedding_same_alone_and_padded(tiny_bert_dir):
+    bb = TextBackbone.from_pretrained(tiny_bert_dir).eval()
+    short, long = "good", "a much longer sentence that forces padding of the short one"
+    with torch.no_grad():
+        alone = bb(**bb.collate([short]))
+        batch = bb(**bb.collate([short, long]))
+    assert batch.shape == (2, bb.hidden_size)
+    assert torch.allclose(alone[0], batch[0], atol=1e-5)
+
+
+def test_layer_groups_cover_every_parameter_once(minilm_path):
+    bb = TextBackbone.from_pretrained(minilm_path)
+    groups = bb.layer_groups()
+    assert [g.name for g in groups] == ["embeddings"] + [f"layer.{i}" for i in range(6)]
+    ids = [id(p) for g in groups for p in g.params]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {id(p) for p in bb.parameters()}
+    assert bb.hidden_size == 384
+    # pooler removed: mean pooling never uses it, so DDP never sees an unused parameter
+    assert getattr(bb.encoder, "pooler", None) is None
+
+
+def test_config_round_trip_same_embedding(tiny_bert_dir, tmp_path):
+    bb = TextBackbone.from_pretrained(tiny_bert_dir, pooling="cls", max_length=16).eval()
+    bb.save_preprocessor(str(tmp_path))
+    bb2 = TextBackbone.from_config_dict(bb.config_dict(), preprocessor_dir=str(tmp_path)).eval()
+    bb2.load_state_dict(bb.state_dict())
+    x = bb.collate(["one sentence", "and another one"])
+    with torch.no_grad():
+        assert torch.allclose(bb(**x), bb2(**x))
+    assert bb2.pooling == "cls" and bb2.max_length == 16

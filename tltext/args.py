@@ -1,0 +1,105 @@
+"""Command-line arguments shared by every recipe (parsed with ``HfArgumentParser``).
+
+Flag names follow the Hugging Face examples (``--model_name_or_path``,
+``--per_device_train_batch_size``, ``--learning_rate``, ...)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+TUNINGS = ("frozen", "partial", "full")
+OBJECTIVES = ("erm", "dann", "mmd", "prototypes")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: Optional[str] = field(default=None, metadata={"help": "Local dir, Hub id or (image) torchvision name. Text default: the offline all-MiniLM-L6-v2."})
+    model_config: Optional[str] = field(default=None, metadata={"help": "Speech: build from a config file or preset ('tiny', 'small') instead of pretrained weights."})
+    pooling: str = field(default="mean", metadata={"help": "mean (masked) or cls."})
+    tuning: str = field(default="frozen", metadata={"help": "frozen | partial | full."})
+    unfreeze_top_k: int = field(default=2, metadata={"help": "partial: number of top layer groups to train."})
+    layerwise_lr_decay: float = field(default=1.0, metadata={"help": "Layer i from the top gets lr * g^i."})
+    gradual_unfreeze: bool = field(default=False, metadata={"help": "Unfreeze one more group per epoch, top down."})
+    objective: str = field(default="erm", metadata={"help": "erm | dann | mmd | prototypes."})
+    da_weight: float = field(default=1.0, metadata={"help": "Weight of the DANN / MMD term."})
+    da_warmup_ratio: float = field(default=0.0, metadata={"help": "MMD: linear ramp of the weight over this fraction of training."})
+    mmd_kernels: int = field(default=5, metadata={"help": "Number of Gaussian kernels in MK-MMD."})
+    discriminator_hidden_dim: int = field(default=256, metadata={"help": "DANN discriminator width."})
+    adapter_dim: Optional[int] = field(default=None, metadata={"help": "Bottleneck adapter width between embedding and head (0: none; default 256 for frozen DA/prototypes)."})
+    head_dropout: float = field(default=0.1)
+    n_way: int = field(default=5, metadata={"help": "prototypes: classes per episode."})
+    k_shot: int = field(default=5, metadata={"help": "prototypes: support items per class."})
+    n_query: int = field(default=5, metadata={"help": "prototypes: query items per class."})
+    episodes_per_epoch: int = field(default=100)
+    layer_weighting: bool = field(default=False, metadata={"help": "Speech: learnable weighted sum of hidden layers (SUPERB)."})
+    freeze_feature_encoder: bool = field(default=False, metadata={"help": "Speech: keep the CNN feature encoder frozen."})
+    weights_path: Optional[str] = field(default=None, metadata={"help": "Image: local state dict (or torchvision:WEIGHTS when online)."})
+    image_size: int = field(default=224)
+
+
+@dataclass
+class DataArguments:
+    train_file: Optional[str] = field(default=None, metadata={"help": "Labelled source data: JSONL/CSV/Parquet, a folder or a datasets name."})
+    validation_file: Optional[str] = field(default=None)
+    test_file: Optional[str] = field(default=None, metadata={"help": "Labelled test data (the target domain's for DA)."})
+    target_file: Optional[str] = field(default=None, metadata={"help": "Unlabelled target-domain data for DA (labels there are ignored)."})
+    text_column: str = field(default="text")
+    audio_column: str = field(default="audio")
+    image_column: str = field(default="image")
+    label_column: str = field(default="label")
+    train_filter: Optional[str] = field(default=None, metadata={"help": "Row filter 'col=v1,v2;col2=v' (e.g. speaker=george,jackson)."})
+    validation_filter: Optional[str] = field(default=None)
+    test_filter: Optional[str] = field(default=None)
+    target_filter: Optional[str] = field(default=None)
+    max_seq_length: int = field(default=128)
+    max_duration_seconds: Optional[float] = field(default=None)
+    validation_split_percentage: float = field(default=10.0)
+    shots_per_class: Optional[int] = field(default=None, metadata={"help": "Build a K-shot training set (stratified, by seed)."})
+    allow_fewer_shots: bool = field(default=False)
+    max_train_samples: Optional[int] = field(default=None)
+    max_eval_samples: Optional[int] = field(default=None)
+    cache_dir: Optional[str] = field(default=None, metadata={"help": "Embedding cache (default $TLTEXT_CACHE or ~/.cache/tltext)."})
+
+
+@dataclass
+class TrainArguments:
+    output_dir: str = field(default=None, metadata={"help": "Where results.json and model/ go."})
+    overwrite_output_dir: bool = field(default=False)
+    seed: int = field(default=42)
+    learning_rate: Optional[float] = field(default=None, metadata={"help": "Default 1e-3 for frozen, 5e-5 otherwise."})
+    head_learning_rate: Optional[float] = field(default=None, metadata={"help": "Head/adapter/discriminator lr (default: lr if frozen, 10x lr otherwise)."})
+    num_train_epochs: float = field(default=3.0)
+    max_train_steps: Optional[int] = field(default=None)
+    per_device_train_batch_size: int = field(default=32)
+    per_device_eval_batch_size: int = field(default=64)
+    gradient_accumulation_steps: int = field(default=1)
+    weight_decay: float = field(default=0.01)
+    warmup_ratio: float = field(default=0.1)
+    lr_scheduler_type: str = field(default="linear")
+    max_grad_norm: float = field(default=1.0)
+    mixed_precision: Optional[str] = field(default=None, metadata={"help": "no | fp16 | bf16 (default: accelerate's config)."})
+    class_weights: Optional[str] = field(default=None, metadata={"help": "'balanced' for inverse-frequency class weights."})
+    early_stopping_patience: Optional[int] = field(default=None)
+    metric_for_best_model: str = field(default="accuracy")
+    metric: List[str] = field(default_factory=lambda: ["accuracy", "f1"], metadata={"help": "Metrics: bundled names or any evaluate Hub metric."})
+    selection: str = field(default="source_validation", metadata={"help": "source_validation | information_maximisation (unsupervised, on the target) | last."})
+    oracle_selection: bool = field(default=False, metadata={"help": "Select on TARGET test labels (an oracle run; labelled so)."})
+    compare_source_only: bool = field(default=False, metadata={"help": "Also train the erm model with the same seed/tuning and report it."})
+    eval_episodes: int = field(default=0, metadata={"help": "prototypes: episodic test evaluation with N episodes."})
+    eval_only: bool = field(default=False, metadata={"help": "Evaluate --model_name_or_path (a tltext model) without training."})
+    report_to: str = field(default="none", metadata={"help": "Accelerate trackers: none, all, tensorboard, wandb, ..."})
+    logging_steps: int = field(default=50)
+    checkpointing_steps: Optional[str] = field(default=None, metadata={"help": "N (steps) or 'epoch'."})
+    resume_from_checkpoint: Optional[str] = field(default=None, metadata={"help": "A checkpoint dir or 'latest'."})
+    embed_batch_size: int = field(default=128)
+    dataloader_num_workers: int = field(default=0)
+    disable_tqdm: bool = field(default=False)
+    save_model: bool = field(default=True)
+    report: bool = field(default=True, metadata={"help": "Write OUT/report.md with plots."})
+    push_to_hub: bool = field(default=False)
+    hub_model_id: Optional[str] = field(default=None)
+    hub_private_repo: bool = field(default=False)
+    hub_token: Optional[str] = field(default=None)
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, TrainArguments)

@@ -1,0 +1,77 @@
+"""The one ``Backbone`` interface every modality implements.
+
+A backbone turns a batch of raw examples into one pooled vector per example:
+
+    x_1..x_B  --collate-->  inputs  --forward-->  z in R^{B x H}
+
+and exposes its parameters as an ordered list of *layer groups* (bottom -> top,
+e.g. embeddings, layer 0 .. layer L-1, pooler) for partial unfreezing.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Dict, List, NamedTuple, Sequence
+
+import torch
+from torch import nn
+
+
+class LayerGroup(NamedTuple):
+    """A named block of parameters (e.g. ``layer.3``) for partial unfreezing."""
+
+    name: str
+    params: List[nn.Parameter]
+
+
+class Backbone(nn.Module):
+    """Encoder + pooling with a modality-specific preprocessor.
+
+    Subclasses set ``modality`` and implement ``forward``, ``layer_groups``,
+    ``collate``, ``length``, ``config_dict``, ``from_config_dict``,
+    ``from_pretrained`` and ``save_preprocessor``.
+    """
+
+    modality: str = "abstract"
+
+    @property
+    def hidden_size(self) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """Pooled embeddings ``[B, H]`` for collated ``inputs``."""
+        raise NotImplementedError
+
+    def layer_groups(self) -> List[LayerGroup]:  # pragma: no cover
+        """Ordered parameter groups, bottom (input side) first; every parameter
+        that influences the pooled output is in exactly one group."""
+        raise NotImplementedError
+
+    def collate(self, inputs: Sequence[Any], train: bool = False) -> Dict[str, torch.Tensor]:
+        """Raw inputs (texts, waveforms, images) -> model input tensors."""
+        raise NotImplementedError  # pragma: no cover
+
+    def length(self, raw: Any) -> int:
+        """A cheap size of one raw input, used to sort batches by length."""
+        return 0
+
+    def config_dict(self) -> Dict[str, Any]:  # pragma: no cover
+        """JSON-able description that rebuilds this backbone without weights."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config_dict(cls, cfg: Dict[str, Any], preprocessor_dir: str | None = None) -> "Backbone":
+        raise NotImplementedError  # pragma: no cover
+
+    def save_preprocessor(self, directory: str) -> None:
+        """Save tokenizer / feature extractor next to the model weights."""
+
+    def fingerprint(self) -> str:
+        """Hash of the weights and the config: the embedding-cache key part."""
+        h = hashlib.sha1(repr(sorted(self.config_dict().items())).encode())
+        for name, t in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
+    def set_layerdrop(self, value: float) -> None:
+        """Switch stochastic layer dropping (LayerDrop); no-op where absent."""

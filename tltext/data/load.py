@@ -1,0 +1,55 @@
+"""Load ``Examples`` for any modality, with row filters (``col=v1,v2;col2=v``)."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from .examples import DataError, Examples
+
+
+def parse_filter(spec: Optional[str]) -> Optional[Dict[str, List[str]]]:
+    if not spec:
+        return None
+    out: Dict[str, List[str]] = {}
+    for part in spec.split(";"):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise DataError(f"filter {spec!r}: expected 'column=value1,value2;column2=value', got {part!r}")
+        col, vals = part.split("=", 1)
+        out[col.strip()] = [v.strip() for v in vals.split(",") if v.strip()]
+    return out
+
+
+def _filter_table(path: str, ds, flt: Dict[str, List[str]]):
+    for col, vals in flt.items():
+        if col not in ds.column_names:
+            raise DataError(f"{path}: filter column {col!r} not found; columns are {ds.column_names}")
+        ds = ds.filter(lambda v: str(v) in vals, input_columns=[col])
+    if len(ds) == 0:
+        raise DataError(f"{path}: no rows left after the filter {flt}")
+    return ds
+
+
+def load_examples(modality: str, path: str, data_args: Any, require_labels: bool = True,
+                  filter_spec: Optional[str] = None, sampling_rate: Optional[int] = None) -> Examples:
+    flt = parse_filter(filter_spec)
+    if modality == "text":
+        from .tables import load_table
+        from .text import examples_from_table
+
+        ds = load_table(path)
+        if flt:
+            ds = _filter_table(path, ds, flt)
+        return examples_from_table(ds, path, data_args.text_column, data_args.label_column, require_labels)
+    if modality == "speech":
+        from .audio import load_audio_examples
+
+        return load_audio_examples(path, audio_column=data_args.audio_column, label_column=data_args.label_column,
+                                   sampling_rate=sampling_rate or 16000, require_labels=require_labels, filter=flt)
+    if modality == "image":
+        from .image import load_image_examples
+
+        ex = load_image_examples(path, image_column=data_args.image_column, label_column=data_args.label_column,
+                                 require_labels=require_labels)
+        return ex
+    raise ValueError(f"unknown modality {modality!r}")

@@ -1,0 +1,125 @@
+"""The saved tltext model: backbone -> (adapter) -> linear head.
+
+It is a ``PreTrainedModel`` registered with the Auto classes on ``import tltext``
+(model_type ``tltext``), so ``OUT/model`` reloads with
+``AutoModelForSequenceClassification`` / ``pipeline`` without remote code.
+Training-only parts (domain discriminators, ...) live in the objective and are
+never saved here.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from .backbones import Backbone, backbone_from_config
+
+
+class TltextConfig(PretrainedConfig):
+    model_type = "tltext"
+
+    def __init__(
+        self,
+        backbone: Optional[Dict[str, Any]] = None,
+        adapter_dim: int = 0,
+        head_dropout: float = 0.1,
+        hidden_size: int = 0,
+        tltext: Optional[Dict[str, Any]] = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.backbone = backbone or {}
+        self.adapter_dim = adapter_dim
+        self.head_dropout = head_dropout
+        self.hidden_size = hidden_size
+        self.tltext = tltext or {}  # how it was trained (tuning, objective, ...)
+
+
+class TltextModel(PreTrainedModel):
+    """Backbone + optional bottleneck adapter + linear classifier."""
+
+    config_class = TltextConfig
+    base_model_prefix = "tltext"
+    main_input_name = "input_ids"
+    _no_split_modules: list = []
+
+    def __init__(self, config: TltextConfig, backbone: Optional[Backbone] = None):
+        super().__init__(config)
+        if backbone is None:
+            backbone = backbone_from_config(config.backbone, preprocessor_dir=getattr(config, "_name_or_path", None) or None)
+        self.backbone = backbone
+        self.main_input_name = {"text": "input_ids", "speech": "input_values", "image": "pixel_values"}.get(
+            backbone.modality, "input_ids"
+        )
+        h = config.hidden_size or backbone.hidden_size
+        if config.adapter_dim:
+            self.adapter = nn.Sequential(nn.Linear(h, config.adapter_dim), nn.GELU(), nn.Dropout(config.head_dropout))
+            feat = config.adapter_dim
+        else:
+            self.adapter = nn.Identity()
+            feat = h
+        self.dropout = nn.Dropout(config.head_dropout)
+        self.classifier = nn.Linear(feat, config.num_labels)
+        self.feature_dim = feat
+        self._init_head()
+        self.post_init()
+
+    def _init_head(self) -> None:
+        for m in list(self.adapter.modules()) + [self.classifier]:
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def _init_weights(self, module: nn.Module) -> None:  # weights come from the backbone / checkpoint
+        pass
+
+    @classmethod
+    def from_backbone(cls, backbone: Backbone, label2id: Dict[str, int], adapter_dim: int = 0,
+                      head_dropout: float = 0.1, **extra: Any) -> "TltextModel":
+        id2label = {i: l for l, i in label2id.items()}
+        config = TltextConfig(
+            backbone=backbone.config_dict(), adapter_dim=adapter_dim, head_dropout=head_dropout,
+            hidden_size=backbone.hidden_size, num_labels=len(label2id), label2id=dict(label2id),
+            id2label=id2label, tltext=extra,
+        )
+        return cls(config, backbone=backbone)
+
+    # pieces used by the training engine --------------------------------------
+    def encode(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """Backbone pooled embedding (before the adapter)."""
+        return self.backbone(**inputs)
+
+    def features(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Adapter output: the space that DA losses align and prototypes live in."""
+        return self.adapter(embeddings)
+
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(feats))
+
+    def forward(self, embeddings: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
+                return_dict: bool = True, **inputs: Any) -> SequenceClassifierOutput:
+        z = embeddings if embeddings is not None else self.encode(**inputs)
+        logits = self.classify(self.features(z))
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:  # type: ignore[override]
+        self.config.backbone = self.backbone.config_dict()
+        super().save_pretrained(save_directory, **kwargs)
+        self.backbone.save_preprocessor(save_directory)
+
+
+def register_auto_classes() -> None:
+    from transformers import (AutoConfig, AutoModel, AutoModelForAudioClassification,
+                              AutoModelForImageClassification, AutoModelForSequenceClassification)
+
+    try:
+        AutoConfig.register("tltext", TltextConfig)
+    except ValueError:  # already registered
+        return
+    for auto in (AutoModel, AutoModelForSequenceClassification, AutoModelForAudioClassification,
+                 AutoModelForImageClassification):
+        auto.register(TltextConfig, TltextModel)
