@@ -73,14 +73,14 @@ def test_gradient_descent_reduces_mmd():
     g = torch.Generator().manual_seed(2)
     x = torch.randn(40, 3, generator=g)
     y = (torch.randn(40, 3, generator=g) + 1.5).requires_grad_(True)
-    opt = torch.optim.SGD([y], lr=2.0)
+    opt = torch.optim.Adam([y], lr=0.05)
     start = mk_mmd2(x, y).item()
-    for _ in range(30):
+    for _ in range(60):
         loss = mk_mmd2(x, y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert mk_mmd2(x, y).item() < 0.3 * start
+    assert mk_mmd2(x, y).item() < 0.1 * start
 
 
 def test_bad_inputs_raise():
