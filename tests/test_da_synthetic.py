@@ -15,6 +15,15 @@ from tltext.strategies import DomainAdversarialLoss, MultipleKernelMMD, dann_coe
 DIM, STEPS, BATCH = 10, 300, 64
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matmuls: one intra-op thread is many times faster than several on a busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_domain(n, gen, target):
     y = torch.randint(0, 2, (n,), generator=gen)
     sign = y.float() * 2 - 1

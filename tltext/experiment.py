@@ -351,6 +351,8 @@ def train_once(r: Runner, m: ModelArguments, splits: Splits, label2id: Dict[str,
     def evaluate(epoch: int) -> Dict[str, Any]:
         res: Dict[str, Any] = {}
         score = None
+        if m.objective == "prototypes":  # score nearest-prototype, the way the model will predict
+            install_prototypes(r, model, inputs["train"], y_train, len(label2id))
         if "validation" in inputs:
             vm = r.score(r.predict(model, inputs["validation"], "validate"), splits["validation"]["labels"], label_names)
             res["val_metric"] = float(vm[t.metric_for_best_model])
@@ -378,16 +380,7 @@ def train_once(r: Runner, m: ModelArguments, splits: Splits, label2id: Dict[str,
                            da={"weight": m.da_weight, "warmup_ratio": m.da_warmup_ratio})
     model = r.acc.unwrap_model(model)
     if m.objective == "prototypes":
-        from .strategies.prototypical import class_prototypes, prototype_linear_head
-
-        feats = r.features(model, inputs["train"], "prototypes")
-        protos = class_prototypes(feats, torch.tensor(y_train), len(label2id))
-        w, b = prototype_linear_head(protos)
-        with torch.no_grad():
-            model.classifier.weight.copy_(w)
-            model.classifier.bias.copy_(b)
-        model.dropout.p = 0.0
-        model.config.head_dropout = 0.0
+        install_prototypes(r, model, inputs["train"], y_train, len(label2id))
     out: Dict[str, Any] = {"fit": fit, "model": model, "inputs": inputs, "label_names": label_names}
     for name in ("validation", "test"):
         if name in inputs:
@@ -397,6 +390,20 @@ def train_once(r: Runner, m: ModelArguments, splits: Splits, label2id: Dict[str,
     if m.objective == "prototypes" and t.eval_episodes and "test" in inputs:
         out["test_episodic"] = episodic_eval(r, model, inputs["test"], splits["test"]["labels"], m, t)
     return out
+
+
+def install_prototypes(r: Runner, model, train_inputs, y_train: List[int], num_classes: int) -> None:
+    """Prototypes = mean features of ALL labelled training examples, stored as the
+    linear head W_k = 2 c_k, b_k = -||c_k||^2 (ranks classes as nearest-prototype)."""
+    from .strategies.prototypical import class_prototypes, prototype_linear_head
+
+    feats = r.features(model, train_inputs, "prototypes")
+    w, b = prototype_linear_head(class_prototypes(feats, torch.tensor(y_train), num_classes))
+    with torch.no_grad():
+        model.classifier.weight.copy_(w)
+        model.classifier.bias.copy_(b)
+    model.dropout.p = 0.0
+    model.config.head_dropout = 0.0
 
 
 def episodic_eval(r: Runner, model, inputs, labels, m: ModelArguments, t: TrainArguments) -> Dict[str, float]:

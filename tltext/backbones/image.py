@@ -41,29 +41,30 @@ CUSTOM_VIT = "vision_transformer"  # a ViT of any depth/width, built from ``mode
 _VIT_KWARGS = ("patch_size", "num_layers", "num_heads", "hidden_dim", "mlp_dim")
 
 
+def _check_patch(arch: str, patch: int, image_size: int) -> None:
+    if image_size % patch:
+        raise ValueError(f"{arch}: image_size={image_size} must be divisible by the patch size {patch}")
+
+
 def build_torchvision_model(arch: str, image_size: int = 224, weights: Any = None,
                             model_kwargs: Optional[Dict[str, Any]] = None) -> nn.Module:
     """The full torchvision classifier ``arch`` (with its original head)."""
     if arch == CUSTOM_VIT:
         if not model_kwargs or any(k not in model_kwargs for k in _VIT_KWARGS):
             raise ValueError(f"arch {CUSTOM_VIT!r} needs model_kwargs with {list(_VIT_KWARGS)}")
+        _check_patch(arch, int(model_kwargs["patch_size"]), image_size)
         return models.VisionTransformer(image_size=image_size, **model_kwargs)
     if arch not in models.list_models(module=models):
         raise ValueError(f"unknown torchvision model {arch!r}; expected a classification model such as "
                          "resnet18, resnet50, vgg16 or vit_b_16")
     config: Dict[str, Any] = {"weights": weights}
     if arch.startswith("vit_"):
+        _check_patch(arch, int(arch.rsplit("_", 1)[-1]), image_size)
         config["image_size"] = image_size
     try:
         return models.get_model(arch, **config)
     except ValueError as e:  # e.g. ViT weights trained at another image size
         raise ValueError(f"cannot build {arch!r} with image_size={image_size}: {e}") from None
-
-
-def _check_vit_size(arch: str, model: nn.Module, image_size: int) -> None:
-    patch = getattr(model, "patch_size", None)
-    if patch and image_size % patch:
-        raise ValueError(f"{arch}: image_size={image_size} must be divisible by the patch size {patch}")
 
 
 def _strip_head(model: nn.Module, arch: str) -> int:
@@ -132,7 +133,10 @@ class ImageBackbone(Backbone):
         super().__init__()
         if int(image_size) < 8:
             raise ValueError(f"image_size={image_size}: expected at least 8 pixels")
-        _check_vit_size(arch, model, int(image_size))
+        if isinstance(model, models.VGG) and int(image_size) < 32:
+            raise ValueError(f"{arch}: image_size={image_size} is too small for five 2x2 max-pools; expected >= 32")
+        if isinstance(model, models.VisionTransformer) and model.image_size != int(image_size):
+            raise ValueError(f"{arch}: built for image_size={model.image_size}, not {image_size}")
         self.num_features = _strip_head(model, arch)
         self.model = model
         self.arch = arch
@@ -141,11 +145,21 @@ class ImageBackbone(Backbone):
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
         self.model_kwargs = dict(model_kwargs) if model_kwargs else None
-        norm = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
-        self.train_transform = v2.Compose(
-            [v2.RandomResizedCrop(self.image_size, antialias=True), v2.RandomHorizontalFlip()] + norm)
-        self.eval_transform = v2.Compose(
-            [v2.Resize(self.resize_size, antialias=True), v2.CenterCrop(self.image_size)] + norm)
+
+    def _normalize(self) -> list:
+        return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
+
+    @property
+    def train_transform(self) -> v2.Compose:
+        """PIL image -> normalised ``[3,S,S]``: random resized crop + horizontal flip."""
+        return v2.Compose([v2.RandomResizedCrop(self.image_size, antialias=True), v2.RandomHorizontalFlip()]
+                          + self._normalize())
+
+    @property
+    def eval_transform(self) -> v2.Compose:
+        """PIL image -> normalised ``[3,S,S]``: shorter side to ``resize_size``, centre crop."""
+        return v2.Compose([v2.Resize(self.resize_size, antialias=True), v2.CenterCrop(self.image_size)]
+                          + self._normalize())
 
     # construction -----------------------------------------------------------
     @classmethod

@@ -9,7 +9,11 @@ Pipeline (Baevski et al. 2020, "wav2vec 2.0", arXiv:2006.11477):
 The waveform attention mask m (1 = real sample) is downsampled through the CNN
 (length n -> floor((n - k_i) / s_i) + 1 per conv layer i) to a frame mask, and
 the embedding is the masked mean  z = sum_t m_t h_t / sum_t m_t, so padding in a
-batch never changes a clip's embedding.
+batch never changes a clip's embedding. (Exceptions, from the models themselves:
+group-norm CNNs of wav2vec2-base style checkpoints, whose feature extractor has
+``return_attention_mask=False`` and which are run without a mask, and
+data2vec-audio's stack of positional convolutions, which carries padding into
+the last few frames of a clip.)
 
 ``layer_weighting=True`` uses the SUPERB weighted sum of all hidden states
 (Yang et al. 2021, "SUPERB", arXiv:2105.01051):  h_t = sum_l softmax(w)_l h_t^(l),
@@ -82,9 +86,9 @@ def build_encoder_config(model_config: str, mask_time_prob: Optional[float] = No
 
 def _clean_config(config) -> Dict[str, Any]:
     d = config.to_dict()
-    for k in ("architectures", "_name_or_path", "transformers_version", "torch_dtype", "dtype"):
+    for k in ("architectures", "_name_or_path", "transformers_version", "torch_dtype", "dtype", "id2label", "label2id"):
         d.pop(k, None)
-    return d
+    return dict(sorted(d.items()))  # canonical order: stable fingerprints across save/reload
 
 
 class SpeechBackbone(Backbone):
@@ -165,7 +169,7 @@ class SpeechBackbone(Backbone):
             "freeze_feature_encoder": self.feature_encoder_frozen,
             "max_duration_seconds": self.max_duration_seconds,
             "encoder": _clean_config(self.encoder.config),
-            "feature_extractor": self.feature_extractor.to_dict(),
+            "feature_extractor": dict(sorted(self.feature_extractor.to_dict().items())),
         }
 
     @classmethod
