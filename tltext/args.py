@@ -51,6 +51,7 @@ class DataArguments:
     validation_filter: Optional[str] = field(default=None)
     test_filter: Optional[str] = field(default=None)
     target_filter: Optional[str] = field(default=None)
+    label_rename: Optional[str] = field(default=None, metadata={"help": "Rename raw labels in every split, 'zero=0,one=1' (e.g. to match a source corpus)."})
     max_seq_length: int = field(default=128)
     max_duration_seconds: Optional[float] = field(default=None)
     validation_split_percentage: float = field(default=10.0)

@@ -192,6 +192,16 @@ def build_backbone(modality: str, m: ModelArguments, d: DataArguments):
     from .backbones import load_backbone
 
     path = m.model_name_or_path or (None if m.model_config else default_model(modality))
+    if path and os.path.isfile(os.path.join(path, "config.json")):
+        with open(os.path.join(path, "config.json")) as f:
+            model_type = json.load(f).get("model_type")
+        if model_type == "tltext":  # a trained tltext model: adapt its backbone (two-stage recipes)
+            from .modeling import TltextModel
+
+            backbone = TltextModel.from_pretrained(path).backbone
+            if backbone.modality != modality:
+                raise ValueError(f"--model_name_or_path {path}: a {backbone.modality} model, but this recipe is for {modality}")
+            return backbone
     if path and os.path.isdir(path) and not any(
         os.path.exists(os.path.join(path, f)) for f in ("config.json", "model.safetensors", "pytorch_model.bin")
     ):

@@ -268,6 +268,10 @@ class SpeechBackbone(Backbone):
             p.requires_grad_(False)
         self.feature_encoder_frozen = True
 
+    def always_frozen(self) -> List[nn.Parameter]:
+        """Parameters no tuning may train (the CNN when --freeze_feature_encoder)."""
+        return list(self.encoder.feature_extractor.parameters()) if self.feature_encoder_frozen else []
+
     def set_layerdrop(self, value: float) -> None:
         """LayerDrop probability of the transformer (0 keeps every layer in every step)."""
         self.encoder.config.layerdrop = float(value)

@@ -30,8 +30,28 @@ def _filter_table(path: str, ds, flt: Dict[str, List[str]]):
     return ds
 
 
+def parse_rename(spec: Optional[str]) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    for part in (spec or "").split(","):
+        if part.strip():
+            if "=" not in part:
+                raise DataError(f"--label_rename {spec!r}: expected 'old=new,old2=new2', got {part!r}")
+            a, b = part.split("=", 1)
+            out[a.strip()] = b.strip()
+    return out
+
+
 def load_examples(modality: str, path: str, data_args: Any, require_labels: bool = True,
                   filter_spec: Optional[str] = None, sampling_rate: Optional[int] = None) -> Examples:
+    ex = _load(modality, path, data_args, require_labels, filter_spec, sampling_rate)
+    ren = parse_rename(getattr(data_args, "label_rename", None))
+    if ren and ex.labels is not None:
+        ex.labels = [ren.get(str(v), v) for v in ex.labels]
+    return ex
+
+
+def _load(modality: str, path: str, data_args: Any, require_labels: bool = True,
+          filter_spec: Optional[str] = None, sampling_rate: Optional[int] = None) -> Examples:
     flt = parse_filter(filter_spec)
     if modality == "text":
         from .tables import load_table
