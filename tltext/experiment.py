@@ -547,7 +547,8 @@ def _train_and_report(r: Runner) -> Dict[str, Any]:
         "objective": m.objective,
         "tuning": m.tuning,
         "base_model": m.model_name_or_path or m.model_config or default_model(r.modality),
-        "selection": _selection_label(t),
+        "selection": _selection_label(t) if ("validation" in splits or t.selection != "source_validation"
+                                             or t.oracle_selection) else "last epoch (no validation data)",
         "oracle": bool(t.oracle_selection),
         "best_epoch": fit.get("best_epoch"),
         "label_names": out["label_names"],
