@@ -33,8 +33,8 @@ def sst2(data: str) -> Tuple[str, List[Tuple[str, List[str]]]]:
     return protocol, [
         ("frozen probe", base + ["--tuning", "frozen", "--learning_rate", "1e-3", "--num_train_epochs", "20"]),
         ("partial top-2, LLRD 0.9", base + ["--tuning", "partial", "--unfreeze_top_k", "2", "--layerwise_lr_decay", "0.9",
-                                            "--learning_rate", "1e-4", "--num_train_epochs", "3"]),
-        ("full", base + ["--tuning", "full", "--learning_rate", "5e-5", "--num_train_epochs", "3"]),
+                                            "--learning_rate", "1e-4", "--num_train_epochs", "1"]),
+        ("full", base + ["--tuning", "full", "--learning_rate", "5e-5", "--num_train_epochs", "1"]),
     ]
 
 
@@ -46,7 +46,7 @@ def amazon(data: str) -> Tuple[str, List[Tuple[str, List[str]]]]:
         for tuning, tflags in (("frozen", ["--tuning", "frozen", "--adapter_dim", "256", "--learning_rate", "1e-3",
                                            "--num_train_epochs", "30"]),
                                ("partial", ["--tuning", "partial", "--unfreeze_top_k", "2", "--learning_rate", "1e-4",
-                                            "--num_train_epochs", "2"])):
+                                            "--num_train_epochs", "1"])):
             for obj in ("erm", "dann", "mmd"):
                 flags = base + tflags + ["--objective", obj]
                 if obj != "erm":
@@ -55,7 +55,7 @@ def amazon(data: str) -> Tuple[str, List[Tuple[str, List[str]]]]:
     protocol = ("Amazon reviews (Blitzer et al. 2007), all-MiniLM-L6-v2: train on all 2,000 labelled source reviews "
                 "(10 % held out, stratified, for model selection: no target labels are used), adapt with the 2,000 "
                 "unlabelled target reviews (dann/mmd), test on all 2,000 target reviews. Frozen runs train a 256-wide "
-                "adapter + head over cached embeddings (source-only included); partial trains the top 2 layers. "
+                "adapter + head over cached embeddings (source-only included); partial trains the top 2 layers for 1 epoch. "
                 "Accuracy, mean +- std over seeds.")
     return protocol, runs
 

@@ -100,6 +100,11 @@ def test_transforms():
     assert not torch.equal(a, b)  # random crops / flips
     e1, e2 = bb.collate(imgs)["pixel_values"], bb.collate(imgs)["pixel_values"]
     assert e1.shape == (6, 3, 32, 32) and torch.equal(e1, e2)
+    # no flip, full-area crops: a square image is only resized, so training batches are deterministic
+    fixed = ImageBackbone(models.resnet18(), "resnet18", image_size=32, min_crop_scale=1.0, hflip=False)
+    assert fixed.config_dict()["min_crop_scale"] == 1.0 and fixed.config_dict()["hflip"] is False
+    sq = [_images(3)[2]]
+    assert torch.equal(fixed.collate(sq, train=True)["pixel_values"], fixed.collate(sq, train=True)["pixel_values"])
     # a constant image is normalised channel-wise: (c / 255 - mean) / std
     flat = bb.collate([Image.new("RGB", (50, 40), (255, 0, 51))])["pixel_values"][0]
     want = (torch.tensor([1.0, 0.0, 0.2]) - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
@@ -172,9 +177,14 @@ def test_local_weights(tmp_path):
         bb = ImageBackbone.from_pretrained("resnet18", weights_path=str(tmp_path / name), image_size=32).eval()
         with torch.no_grad():
             assert torch.allclose(bb(pixel_values=x), want, atol=1e-6)
-    torch.save(models.resnet34().state_dict(), tmp_path / "r34.pth")
-    with pytest.raises(ValueError, match=r"r34\.pth: not a resnet18 state dict"):
-        ImageBackbone.from_pretrained("resnet18", weights_path=str(tmp_path / "r34.pth"))
+    headless = ImageBackbone.from_pretrained("resnet18", weights_path=str(tmp_path / "r18.pth"), image_size=32)
+    torch.save(headless.state_dict(), tmp_path / "backbone.pt")  # "model."-prefixed, without fc
+    again = ImageBackbone.from_pretrained("resnet18", weights_path=str(tmp_path / "backbone.pt"), image_size=32)
+    with torch.no_grad():
+        assert torch.allclose(again.eval()(pixel_values=x), want, atol=1e-6)
+    torch.save(models.VisionTransformer(image_size=32, **TINY_VIT).state_dict(), tmp_path / "vit.pth")
+    with pytest.raises(ValueError, match=r"vit\.pth: not a resnet18 state dict \(missing \['conv1.weight'"):
+        ImageBackbone.from_pretrained("resnet18", weights_path=str(tmp_path / "vit.pth"))
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=r"junk\.pth: cannot read weights"):
         ImageBackbone.from_pretrained("resnet18", weights_path=str(tmp_path / "junk.pth"))

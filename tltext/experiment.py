@@ -72,6 +72,9 @@ def check_args(m: ModelArguments, d: DataArguments, t: TrainArguments) -> None:
         raise ValueError("--push_to_hub needs --hub_model_id")
     if t.eval_only and not m.model_name_or_path:
         raise ValueError("--eval_only needs --model_name_or_path pointing at a trained tltext model (OUT/model)")
+    from .training.engine import check_checkpoint_args
+
+    check_checkpoint_args(t)
 
 
 def prepare_output_dir(t: TrainArguments, is_main: bool) -> None:
@@ -201,6 +204,10 @@ def build_backbone(modality: str, m: ModelArguments, d: DataArguments):
             backbone = TltextModel.from_pretrained(path).backbone
             if backbone.modality != modality:
                 raise ValueError(f"--model_name_or_path {path}: a {backbone.modality} model, but this recipe is for {modality}")
+            if m.freeze_feature_encoder and hasattr(backbone, "freeze_feature_encoder"):  # stage-2 flags
+                backbone.freeze_feature_encoder()
+            if d.max_duration_seconds is not None and hasattr(backbone, "max_duration_seconds"):
+                backbone.max_duration_seconds = d.max_duration_seconds
             return backbone
     if path and os.path.isdir(path) and not any(
         os.path.exists(os.path.join(path, f)) for f in ("config.json", "model.safetensors", "pytorch_model.bin")
@@ -503,8 +510,18 @@ def run_experiment(m: ModelArguments, d: DataArguments, t: TrainArguments, modal
     """Train (or evaluate) as the flags say; writes OUT/results.json and OUT/model."""
     check_args(m, d, t)
     acc = _accelerator(t)
+    created = not os.path.exists(t.output_dir)
     prepare_output_dir(t, acc.is_main_process)
     acc.wait_for_everyone()
+    try:
+        return _run(acc, m, d, t, modality)
+    except BaseException:
+        if created and acc.is_main_process and os.path.isdir(t.output_dir) and not os.listdir(t.output_dir):
+            os.rmdir(t.output_dir)  # a failed run leaves no (empty) output dir behind
+        raise
+
+
+def _run(acc, m: ModelArguments, d: DataArguments, t: TrainArguments, modality: str) -> Dict[str, Any]:
     if t.report_to and t.report_to != "none":
         acc.init_trackers("tltext", config={k: v for k, v in public_args(m, d, t).items() if isinstance(v, (int, float, str, bool))})
     r = Runner(acc, m, d, t, modality)
@@ -516,19 +533,24 @@ def run_experiment(m: ModelArguments, d: DataArguments, t: TrainArguments, modal
         atomic_write_json(os.path.join(t.output_dir, "results.json"), res)
         print_summary(res)
     acc.wait_for_everyone()
-    acc.end_training()
+    for tracker in acc.trackers:  # not end_training(): the process group stays up for further runs in this process
+        tracker.finish()
     return res
 
 
 def _train_and_report(r: Runner) -> Dict[str, Any]:
     from dataclasses import replace
 
+    from accelerate.utils import set_seed
+
     m, d, t, acc = r.m, r.d, r.t, r.acc
+    set_seed(t.seed)  # --model_config builds random weights: --seed decides them
     backbone = build_backbone(r.modality, m, d)
     splits, label2id = load_splits(r.modality, m, d, t, backbone)
     warnings: List[str] = []
     source_only = None
     if t.compare_source_only:
+        set_seed(t.seed)  # the same initial weights as ``backbone``
         so_backbone = backbone if m.tuning == "frozen" else build_backbone(r.modality, m, d)
         so = train_once(r, replace(m, objective="erm"), splits, label2id, so_backbone)
         source_only = {k: so[k] for k in ("validation", "test") if k in so}
@@ -637,7 +659,9 @@ def main(modality: str, argv: Optional[List[str]] = None) -> int:
 
     try:
         parse_and_run(modality, argv)
-    except (ValueError, DataError, FileNotFoundError) as e:
+    except (ValueError, DataError, FileNotFoundError, FloatingPointError) as e:  # FloatingPointError: NonFiniteLossError
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return 0

@@ -8,6 +8,8 @@ never saved here.
 """
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Dict, Optional
 
 import torch
@@ -110,10 +112,50 @@ class TltextModel(PreTrainedModel):
         self.config.backbone = self.backbone.config_dict()
         super().save_pretrained(save_directory, **kwargs)
         self.backbone.save_preprocessor(save_directory)
+        if self.backbone.modality == "image":
+            write_image_processor_config(save_directory, self.backbone)
+
+
+def write_image_processor_config(directory: str, backbone: Backbone) -> None:
+    """Add the keys of a transformers image processor (``TltextImageProcessor``) to
+    the image backbone's ``preprocessor_config.json``, so that
+    ``pipeline("image-classification")`` preprocesses exactly like the backbone."""
+    path = os.path.join(directory, "preprocessor_config.json")
+    cfg: Dict[str, Any] = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            cfg = json.load(f)
+    size = int(backbone.image_size)
+    cfg.update({
+        "image_processor_type": "TltextImageProcessor", "do_convert_rgb": True, "do_resize": True,
+        "size": {"shortest_edge": int(backbone.resize_size)}, "resample": 2, "do_center_crop": True,
+        "crop_size": {"height": size, "width": size}, "do_rescale": True, "rescale_factor": 1 / 255,
+        "do_normalize": True, "image_mean": list(backbone.mean), "image_std": list(backbone.std),
+    })
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2)
+
+
+def _image_processor_class():
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    class TltextImageProcessor(CLIPImageProcessorPil):
+        """The image backbone's eval transform as a transformers image processor:
+        shorter side -> ``size.shortest_edge`` (PIL bilinear), centre crop with
+        torchvision's offsets ``round((H - h) / 2)``, x/255, (x - mean)/std."""
+
+        def center_crop(self, image, size, **kwargs):
+            h, w = image.shape[-2:]
+            top, left = int(round((h - size.height) / 2.0)), int(round((w - size.width) / 2.0))
+            if top < 0 or left < 0:  # smaller than the crop: padded as usual
+                return super().center_crop(image, size, **kwargs)
+            return image[..., top:top + size.height, left:left + size.width]
+
+    return TltextImageProcessor
 
 
 def register_auto_classes() -> None:
-    from transformers import (AutoConfig, AutoModel, AutoModelForAudioClassification,
+    from transformers import (AutoConfig, AutoImageProcessor, AutoModel, AutoModelForAudioClassification,
                               AutoModelForImageClassification, AutoModelForSequenceClassification)
 
     try:
@@ -123,3 +165,5 @@ def register_auto_classes() -> None:
     for auto in (AutoModel, AutoModelForSequenceClassification, AutoModelForAudioClassification,
                  AutoModelForImageClassification):
         auto.register(TltextConfig, TltextModel)
+    processor = _image_processor_class()
+    AutoImageProcessor.register(TltextConfig, image_processor_classes={"pil": processor, "torchvision": processor})

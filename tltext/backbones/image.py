@@ -101,6 +101,9 @@ def _read_state_dict(path: str) -> Dict[str, torch.Tensor]:
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f"{path}: expected a state dict (parameter name -> tensor)")
+    inner = "backbone.model."  # a saved TltextModel: keep its backbone's part
+    if any(k.startswith(inner) for k in sd):
+        sd = {k[len(inner):]: v for k, v in sd.items() if k.startswith(inner)}
     for prefix in ("module.", "model."):  # DataParallel / ImageBackbone prefixes
         if sd and all(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items()}
@@ -129,8 +132,10 @@ class ImageBackbone(Backbone):
 
     def __init__(self, model: nn.Module, arch: str, image_size: int = 224, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, resize_size: Optional[int] = None,
-                 model_kwargs: Optional[Dict[str, Any]] = None):
+                 model_kwargs: Optional[Dict[str, Any]] = None, min_crop_scale: float = 0.08, hflip: bool = True):
         super().__init__()
+        if not 0 < float(min_crop_scale) <= 1:
+            raise ValueError(f"min_crop_scale={min_crop_scale}: expected a fraction of the image area in (0, 1]")
         if int(image_size) < 8:
             raise ValueError(f"image_size={image_size}: expected at least 8 pixels")
         if isinstance(model, models.VGG) and int(image_size) < 32:
@@ -145,15 +150,20 @@ class ImageBackbone(Backbone):
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
         self.model_kwargs = dict(model_kwargs) if model_kwargs else None
+        self.min_crop_scale = float(min_crop_scale)
+        self.hflip = bool(hflip)
 
     def _normalize(self) -> list:
         return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
 
     @property
     def train_transform(self) -> v2.Compose:
-        """PIL image -> normalised ``[3,S,S]``: random resized crop + horizontal flip."""
-        return v2.Compose([v2.RandomResizedCrop(self.image_size, antialias=True), v2.RandomHorizontalFlip()]
-                          + self._normalize())
+        """PIL image -> normalised ``[3,S,S]``: random resized crop (area fraction in
+        ``[min_crop_scale, 1]``, aspect in [3/4, 4/3]) + horizontal flip (when ``hflip``)."""
+        aug = [v2.RandomResizedCrop(self.image_size, scale=(self.min_crop_scale, 1.0), antialias=True)]
+        if self.hflip:
+            aug.append(v2.RandomHorizontalFlip())
+        return v2.Compose(aug + self._normalize())
 
     @property
     def eval_transform(self) -> v2.Compose:
@@ -164,8 +174,10 @@ class ImageBackbone(Backbone):
     # construction -----------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str, weights_path: Optional[str] = None, image_size: int = 224,
-                        **_: Any) -> "ImageBackbone":
-        """``name_or_path``: a torchvision model name (resnet18/34/50, vgg16, vit_b_16, ...)."""
+                        min_crop_scale: float = 0.08, hflip: bool = True, **_: Any) -> "ImageBackbone":
+        """``name_or_path``: a torchvision model name (resnet18/34/50, vgg16, vit_b_16, ...).
+
+        ``min_crop_scale`` / ``hflip`` set the training augmentation (e.g. 0.5 / False for digits)."""
         arch = name_or_path
         mean, std, resize = IMAGENET_MEAN, IMAGENET_STD, None
         if weights_path and weights_path.startswith("torchvision:"):
@@ -184,7 +196,8 @@ class ImageBackbone(Backbone):
             model = build_torchvision_model(arch, image_size)
             if weights_path:
                 _load_local_weights(model, weights_path, arch)
-        return cls(model, arch, image_size=image_size, mean=mean, std=std, resize_size=resize)
+        return cls(model, arch, image_size=image_size, mean=mean, std=std, resize_size=resize,
+                   min_crop_scale=min_crop_scale, hflip=hflip)
 
     @classmethod
     def from_config_dict(cls, cfg: Dict[str, Any], preprocessor_dir: Optional[str] = None) -> "ImageBackbone":
@@ -198,14 +211,15 @@ class ImageBackbone(Backbone):
         model = build_torchvision_model(cfg["arch"], image_size, model_kwargs=cfg.get("model_kwargs"))
         bb = cls(model, cfg["arch"], image_size=image_size, mean=pre.get("mean", IMAGENET_MEAN),
                  std=pre.get("std", IMAGENET_STD), resize_size=pre.get("resize_size"),
-                 model_kwargs=cfg.get("model_kwargs"))
+                 model_kwargs=cfg.get("model_kwargs"), min_crop_scale=cfg.get("min_crop_scale", 0.08),
+                 hflip=cfg.get("hflip", True))
         if cfg.get("num_features") not in (None, bb.num_features):
             raise ValueError(f"config num_features={cfg['num_features']} but {cfg['arch']} gives {bb.num_features}")
         return bb
 
     def config_dict(self) -> Dict[str, Any]:
         cfg = {"type": "image", "arch": self.arch, "image_size": self.image_size, "num_features": self.num_features,
-               **self.preprocessor_config()}
+               **self.preprocessor_config(), "min_crop_scale": self.min_crop_scale, "hflip": self.hflip}
         if self.model_kwargs:
             cfg["model_kwargs"] = dict(self.model_kwargs)
         return cfg

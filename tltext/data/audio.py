@@ -199,6 +199,8 @@ def load_audio_examples(path: str, audio_column: str = "audio", label_column: Op
                         filter: Optional[Dict[str, Any]] = None) -> Examples:
     """Decoded clips (float32 mono at ``sampling_rate``) and labels from ``path``.
 
+    ``label_column`` may list alternatives, ``"digit,label"``: the first one the file
+    has is used (one flag for a source and a target corpus that name it differently).
     ``filter``: ``{column: value or [values]}`` keeps matching rows, before decoding
     (e.g. ``{"speaker": ["george", "jackson"]}``, ``{"split": "train"}``).
     ``extra``: ``paths`` (file or row names) and ``columns`` (the other columns of
@@ -223,6 +225,8 @@ def load_audio_examples(path: str, audio_column: str = "audio", label_column: Op
         raise DataError(f"{source}: no rows")
     if audio_column not in rows:
         raise DataError(f"{source}: no audio column {audio_column!r}; columns are {list(rows)} (set --audio_column)")
+    if label_column and "," in label_column:  # alternatives, e.g. 'digit,label' across two corpora
+        label_column = next((c.strip() for c in label_column.split(",") if c.strip() in rows), label_column)
     has_labels = bool(label_column) and label_column in rows
     if not has_labels and require_labels:
         if source == path and "label" not in rows and os.path.isdir(path):

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Two-stage speech transfer on the Free Spoken Digit Dataset (FSDD), offline.
+#
+#   Stage 1  train a wav2vec2 from a preset (random weights, no checkpoint needed) on
+#            three FSDD speakers' official train takes (5-49), full tuning -> $OUT/model
+#   Stage 2  adapt that model to the fourth speaker ($TARGET): its train takes are the
+#            unlabelled target data, its test takes (0-4) the test set; erm (source-only),
+#            dann and mmd, partial tuning of the top 3 layer groups          -> $OUT/stage2/*
+#   Stage 3  cross-corpus: the same model to Speech Commands' spoken digits zero..nine
+#            (16 kHz, other speakers and microphones); --label_rename maps the words to
+#            FSDD's labels 0..9 and --label_column digit,label reads FSDD's `digit` and
+#            Speech Commands' `label` column; erm vs dann                     -> $OUT/speech_commands/*
+#
+# Usage (from the repository root):
+#   bash recipes/configs/fsdd_two_stage.sh [OUT]                  # default OUT=runs/fsdd_two_stage
+#   TARGET=nicolas PRESET=small EPOCHS1=12 bash recipes/configs/fsdd_two_stage.sh runs/nicolas
+#   LAUNCH="accelerate launch" bash recipes/configs/fsdd_two_stage.sh   # multi-GPU / multi-process
+#   EPOCHS1=1 EPOCHS2=1 MAX_TRAIN=100 bash recipes/configs/fsdd_two_stage.sh /tmp/smoke   # ~2 CPU minutes
+#
+# Environment: DATA (folder with fsdd/ and speech_commands_mini/, default ../shared/data),
+# TARGET (george|jackson|nicolas|theo, default theo), PRESET (tiny|small or a wav2vec2
+# config.json), EPOCHS1 (stage 1, default 8), LR1 (2e-3), EPOCHS2 (stages 2-3, default 3),
+# LR2 (1e-3), TOP_K (partial tuning, 3), MAX_TRAIN (source clips per stage-2 run, 600),
+# SEED (stage 2-3, default 1), PYTHON, LAUNCH.
+# With a pretrained checkpoint (online, or a local folder), replace `--model_config $PRESET`
+# in stage 1 by `--model_name_or_path facebook/wav2vec2-base --freeze_feature_encoder`.
+#
+# On a small shared CPU, `OMP_NUM_THREADS=1` is often faster for the tiny preset.
+# Measured results of this protocol (3 seeds, 2 targets): benchmarks/results/speech_da.md.
+set -euo pipefail
+
+OUT=${1:-runs/fsdd_two_stage}
+DATA=${DATA:-../shared/data}
+TARGET=${TARGET:-theo}
+PRESET=${PRESET:-tiny}
+EPOCHS1=${EPOCHS1:-8}
+LR1=${LR1:-2e-3}
+EPOCHS2=${EPOCHS2:-3}
+LR2=${LR2:-1e-3}
+TOP_K=${TOP_K:-3}
+MAX_TRAIN=${MAX_TRAIN:-600}
+SEED=${SEED:-1}
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+fi
+LAUNCH=${LAUNCH:-$PYTHON}
+export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
+
+FSDD=$DATA/fsdd/manifest.csv
+SC=$DATA/speech_commands_mini/manifest.csv
+for f in "$FSDD" "$SC"; do
+  [[ -f "$f" ]] || { echo "error: $f not found (set DATA to the folder holding fsdd/ and speech_commands_mini/)" >&2; exit 2; }
+done
+case "$TARGET" in
+  george|jackson|nicolas|theo) ;;
+  *) echo "error: TARGET must be one of george, jackson, nicolas, theo; got '$TARGET'" >&2; exit 2 ;;
+esac
+SOURCES=$(printf '%s\n' george jackson nicolas theo | grep -vx "$TARGET" | paste -sd, -)
+WORDS=zero,one,two,three,four,five,six,seven,eight,nine
+RENAME=zero=0,one=1,two=2,three=3,four=4,five=5,six=6,seven=7,eight=8,nine=9
+
+COMMON=(--audio_column path --max_duration_seconds 1.0 --per_device_train_batch_size 32 --disable_tqdm)
+SOURCE=(--train_file "$FSDD" --train_filter "speaker=$SOURCES;split=train")
+STAGE2=(--model_name_or_path "$OUT/model" --tuning partial --unfreeze_top_k "$TOP_K"
+        --num_train_epochs "$EPOCHS2" --learning_rate "$LR2" --max_train_samples "$MAX_TRAIN" --seed "$SEED")
+
+echo "== stage 1: $PRESET wav2vec2 from scratch on $SOURCES -> $OUT/model"
+$LAUNCH recipes/audio_classification.py --model_config "$PRESET" "${SOURCE[@]}" \
+  --test_file "$FSDD" --test_filter "speaker=$TARGET;split=test" --label_column digit "${COMMON[@]}" \
+  --tuning full --objective erm --num_train_epochs "$EPOCHS1" --learning_rate "$LR1" --seed 0 \
+  --output_dir "$OUT" --overwrite_output_dir
+
+for OBJ in erm dann mmd; do
+  echo "== stage 2: $OBJ, FSDD $SOURCES -> $TARGET"
+  $LAUNCH recipes/audio_classification.py "${STAGE2[@]}" "${SOURCE[@]}" --label_column digit "${COMMON[@]}" \
+    --test_file "$FSDD" --test_filter "speaker=$TARGET;split=test" \
+    --target_file "$FSDD" --target_filter "speaker=$TARGET;split=train" \
+    --objective "$OBJ" --output_dir "$OUT/stage2/$TARGET-$OBJ" --overwrite_output_dir
+done
+
+for OBJ in erm dann; do
+  echo "== stage 3: $OBJ, FSDD $SOURCES (8 kHz) -> Speech Commands digits (16 kHz)"
+  $LAUNCH recipes/audio_classification.py "${STAGE2[@]}" "${SOURCE[@]}" --label_column digit,label "${COMMON[@]}" \
+    --test_file "$SC" --test_filter "label=$WORDS" --target_file "$SC" --target_filter "label=$WORDS" \
+    --label_rename "$RENAME" --objective "$OBJ" --output_dir "$OUT/speech_commands/$OBJ" --overwrite_output_dir
+done
+
+echo "== target accuracy (OUT/*/results.json)"
+"$PYTHON" - "$OUT" <<'EOF'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+for p in [out / "results.json", *sorted(out.glob("stage2/*/results.json")), *sorted(out.glob("speech_commands/*/results.json"))]:
+    r = json.loads(p.read_text())
+    print(f"{str(p.parent.relative_to(out.parent)):40s} {r['objective']:5s} {r['tuning']:8s} "
+          f"source val {r['validation'].get('accuracy', float('nan')):.3f}  target test {r['test']['accuracy']:.3f}")
+EOF

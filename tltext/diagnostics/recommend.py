@@ -1,0 +1,103 @@
+"""Which tuning and objective to try first, from the domain gap and the label budget.
+
+Decision table (first matching row wins; n = labelled source examples of the
+rarest class, d_A = proxy A-distance of the frozen embeddings):
+
+    n <= FEW_SHOT_PER_CLASS                            -> frozen + prototypes
+    d_A >= LARGE_GAP_A_DISTANCE and unlabelled target  -> DANN (or MMD); frozen if n < SMALL_DATA_PER_CLASS else partial
+    n < SMALL_DATA_PER_CLASS and d_A < SIMILAR_A_DISTANCE -> frozen probe (erm)
+    n >= LARGE_DATA_PER_CLASS                          -> full fine-tuning (erm)
+    otherwise (more data, or dissimilar domains)       -> partial fine-tuning (erm)
+
+Thresholds are rules of thumb, not fitted values:
+
+* FEW_SHOT_PER_CLASS = 10: with <= 10 labels per class a linear head overfits and
+  episodic training (Snell et al. 2017) is the usual choice.
+* SMALL_DATA_PER_CLASS = 200: below it, updating transformer layers tends to
+  overfit; a probe on frozen features is cheap and strong when domains are close.
+* LARGE_DATA_PER_CLASS = 2000: enough labels to update every layer.
+* SIMILAR_A_DISTANCE = 1.0: a linear domain classifier errs >= 25 % of the time.
+* LARGE_GAP_A_DISTANCE = 1.5: it errs <= 12.5 %, domains are nearly separable and
+  explicit alignment (Ganin et al. 2016; Long et al. 2015) is worth trying.
+  Sentence embeddings of different topics are often this far apart: check the
+  source-only baseline too (``--compare_source_only``).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+FEW_SHOT_PER_CLASS = 10
+SMALL_DATA_PER_CLASS = 200
+LARGE_DATA_PER_CLASS = 2000
+SIMILAR_A_DISTANCE = 1.0
+LARGE_GAP_A_DISTANCE = 1.5
+
+THRESHOLDS = {
+    "few_shot_per_class": FEW_SHOT_PER_CLASS,
+    "small_data_per_class": SMALL_DATA_PER_CLASS,
+    "large_data_per_class": LARGE_DATA_PER_CLASS,
+    "similar_a_distance": SIMILAR_A_DISTANCE,
+    "large_gap_a_distance": LARGE_GAP_A_DISTANCE,
+}
+
+
+@dataclass
+class Recommendation:
+    tuning: str
+    objective: str
+    reasons: List[str] = field(default_factory=list)
+    alternatives: List[str] = field(default_factory=list)
+
+    @property
+    def flags(self) -> str:
+        return f"--tuning {self.tuning} --objective {self.objective}"
+
+    def to_dict(self) -> Dict:
+        return {**asdict(self), "flags": self.flags}
+
+
+def recommend(labels_per_class: Dict[str, int], a_distance: Optional[float], has_unlabelled_target: bool = True) -> Recommendation:
+    """Apply the decision table of the module docstring."""
+    if not labels_per_class:
+        raise ValueError("recommend needs the labelled source examples per class; got none")
+    n = min(labels_per_class.values())
+    rare = min(labels_per_class, key=labels_per_class.get)
+    counts = f"{n} labelled examples in the smallest class ({rare!r}), {len(labels_per_class)} classes"
+    gap = "unknown" if a_distance is None else f"{a_distance:.2f}"
+    large_gap = a_distance is not None and a_distance >= LARGE_GAP_A_DISTANCE
+    similar = a_distance is not None and a_distance < SIMILAR_A_DISTANCE
+    if n <= FEW_SHOT_PER_CLASS:
+        r = Recommendation("frozen", "prototypes", [
+            f"{counts} <= {FEW_SHOT_PER_CLASS}: few-shot regime, nearest-prototype classification on frozen features"])
+        if large_gap:
+            r.reasons.append(f"the domain gap is large (A-distance {gap} >= {LARGE_GAP_A_DISTANCE}); "
+                             "too few labels to train a domain-adversarial model reliably")
+        r.alternatives.append("--tuning frozen --objective erm (a linear probe) as a baseline")
+        return r
+    if large_gap and has_unlabelled_target:
+        tuning = "frozen" if n < SMALL_DATA_PER_CLASS else "partial"
+        why_t = (f"{counts} < {SMALL_DATA_PER_CLASS}: keep the backbone frozen" if tuning == "frozen"
+                 else f"{counts} >= {SMALL_DATA_PER_CLASS}: enough labels to update the top layers")
+        return Recommendation(tuning, "dann", [
+            f"large domain gap: A-distance {gap} >= {LARGE_GAP_A_DISTANCE} and unlabelled target data is available: "
+            "align the domains (DANN, Ganin et al. 2016)", why_t],
+            [f"--tuning {tuning} --objective mmd (MK-MMD, Long et al. 2015)",
+             "--compare_source_only to check for negative transfer"])
+    if n < SMALL_DATA_PER_CLASS and similar:
+        return Recommendation("frozen", "erm", [
+            f"{counts} < {SMALL_DATA_PER_CLASS}: little labelled data",
+            f"similar domains: A-distance {gap} < {SIMILAR_A_DISTANCE}: a probe on frozen features transfers"])
+    reasons = []
+    if large_gap:
+        reasons.append(f"large domain gap (A-distance {gap}) but no unlabelled target data to align with")
+    elif not similar:
+        reasons.append(f"dissimilar domains: A-distance {gap} >= {SIMILAR_A_DISTANCE}: adapt the backbone")
+    if n >= LARGE_DATA_PER_CLASS:
+        reasons.append(f"{counts} >= {LARGE_DATA_PER_CLASS}: enough labels to update every layer")
+        return Recommendation("full", "erm", reasons, ["--tuning partial (cheaper)"])
+    if n >= SMALL_DATA_PER_CLASS:
+        reasons.append(f"{counts} >= {SMALL_DATA_PER_CLASS}: enough labels to update the top layers")
+    else:
+        reasons.append(f"{counts} < {SMALL_DATA_PER_CLASS}: update only the top layers")
+    return Recommendation("partial", "erm", reasons, ["--tuning frozen --objective erm (a linear probe) as a baseline"])

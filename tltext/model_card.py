@@ -1,0 +1,359 @@
+"""The model card (``OUT/model/README.md``) of a tltext run: YAML metadata that
+the Hugging Face Hub reads (``library_name``, ``pipeline_tag``, ``base_model``,
+``datasets``, ``tags`` and a ``model-index`` whose values are the numbers of
+``results.json``) followed by a Markdown body: results, domain gap, training
+set-up, how to load the model, limitations.
+
+``base_model`` / ``datasets`` hold Hub ids only; local paths are described in
+the body instead (they are not valid metadata values).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Any, Dict, List, Optional, Sequence
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+PIPELINE_TAGS = {"text": "text-classification", "speech": "audio-classification", "image": "image-classification"}
+MODALITY_TAGS = {"text": ["text"], "speech": ["audio", "speech"], "image": ["image"]}
+AUTO_CLASSES = {"text": "AutoModelForSequenceClassification", "speech": "AutoModelForAudioClassification",
+                "image": "AutoModelForImageClassification"}
+OBJECTIVE_TAGS = {"erm": ["erm"], "dann": ["dann", "domain-adaptation"], "mmd": ["mmd", "domain-adaptation"],
+                  "prototypes": ["prototypical-networks", "few-shot"]}
+TUNING_TAGS = {"frozen": "frozen-backbone", "partial": "partial-fine-tuning", "full": "full-fine-tuning"}
+OBJECTIVE_TEXT = {
+    "erm": "supervised training on the labelled source data (empirical risk minimisation)",
+    "dann": "domain-adversarial training (DANN, Ganin et al., JMLR 2016): a gradient-reversed domain "
+            "discriminator makes source and unlabelled target features indistinguishable",
+    "mmd": "multi-kernel MMD alignment (DAN, Long et al., ICML 2015): the loss adds MK-MMD^2 between "
+           "source and unlabelled target features",
+    "prototypes": "prototypical networks (Snell et al., NeurIPS 2017): episodic few-shot training; the "
+                  "linear head holds the class prototypes (nearest-prototype rule)",
+}
+TUNING_TEXT = {"frozen": "frozen backbone (cached embeddings), trained head", "partial": "top layer groups unfrozen",
+               "full": "full fine-tuning"}
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?")
+_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".arrow", ".txt", ".wav", ".flac", ".png", ".jpg",
+                  ".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+# run settings shown in the card (never the raw argument dict: no tokens, no local paths)
+_HYPERPARAMETERS = (
+    "tuning", "unfreeze_top_k", "layerwise_lr_decay", "gradual_unfreeze", "objective", "da_weight", "da_warmup_ratio",
+    "mmd_kernels", "discriminator_hidden_dim", "n_way", "k_shot", "n_query", "episodes_per_epoch", "adapter_dim",
+    "head_dropout", "pooling", "layer_weighting", "freeze_feature_encoder", "image_size", "max_seq_length",
+    "max_duration_seconds", "shots_per_class", "max_train_samples", "learning_rate", "head_learning_rate",
+    "num_train_epochs", "max_train_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "weight_decay", "warmup_ratio", "lr_scheduler_type", "max_grad_norm", "class_weights", "mixed_precision",
+    "early_stopping_patience", "selection", "metric_for_best_model", "seed",
+)
+_ONLY_FOR = {"unfreeze_top_k": ("tuning", ("partial",)), "da_weight": ("objective", ("dann", "mmd")),
+             "da_warmup_ratio": ("objective", ("dann", "mmd")), "mmd_kernels": ("objective", ("mmd",)),
+             "discriminator_hidden_dim": ("objective", ("dann",)), "n_way": ("objective", ("prototypes",)),
+             "k_shot": ("objective", ("prototypes",)), "n_query": ("objective", ("prototypes",)),
+             "episodes_per_epoch": ("objective", ("prototypes",)), "layer_weighting": ("modality", ("speech",)),
+             "freeze_feature_encoder": ("modality", ("speech",)), "max_duration_seconds": ("modality", ("speech",)),
+             "image_size": ("modality", ("image",)), "max_seq_length": ("modality", ("text",))}
+
+
+def is_hub_id(name: Optional[str]) -> bool:
+    """``owner/name`` (or a legacy one-part id) that is not a local path or file name."""
+    if not name or not isinstance(name, str) or os.path.exists(name) or name.startswith((".", "/", "~")):
+        return False
+    return bool(_HUB_ID.fullmatch(name)) and not name.lower().endswith(_FILE_SUFFIXES) and "--" not in name \
+        and ".." not in name
+
+
+def short_path(path: Optional[str]) -> str:
+    """The last two components of a local path (no home or work directories in a public card)."""
+    if not path:
+        return ""
+    parts = [p for p in str(path).replace("\\", "/").rstrip("/").split("/") if p]
+    return "/".join(parts[-2:])
+
+
+def base_model_id(res: Dict[str, Any]) -> Optional[str]:
+    """The Hub id of the pretrained backbone, or None (local folder, torchvision name, built from a config)."""
+    a = res.get("args", {})
+    name = a.get("model_name_or_path")
+    if res.get("modality") == "image" or a.get("model_config") or not is_hub_id(name):
+        return None
+    return name
+
+
+def dataset_ids(res: Dict[str, Any]) -> List[str]:
+    a = res.get("args", {})
+    names = [a.get(k) for k in ("train_file", "target_file", "validation_file", "test_file")]
+    return list(dict.fromkeys(n for n in names if is_hub_id(n)))
+
+
+def _describe_data(name: Optional[str], filt: Optional[str] = None) -> str:
+    if not name:
+        return ""
+    text = f"[`{name}`](https://huggingface.co/datasets/{name})" if is_hub_id(name) else f"local `{short_path(name)}`"
+    return text + (f" (rows where {filt})" if filt else "")
+
+
+def _scalars(metrics: Optional[Dict[str, Any]]) -> Dict[str, float]:
+    """The finite scalar metrics (accuracy, f1, ...) of one split, in their order."""
+    out: Dict[str, float] = {}
+    for k, v in (metrics or {}).items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out[k] = v
+    return out
+
+
+def eval_split_title(res: Dict[str, Any]) -> str:
+    a = res.get("args", {})
+    return "target test" if (a.get("target_file") or res.get("objective") in ("dann", "mmd")) else "test"
+
+
+def validation_description(res: Dict[str, Any]) -> str:
+    a = res.get("args", {})
+    if a.get("validation_file"):
+        return _describe_data(a["validation_file"], a.get("validation_filter"))
+    pct = a.get("validation_split_percentage")
+    return f"{_describe_data(a.get('train_file'), a.get('train_filter'))}, {pct:g}% held out (stratified)" if pct \
+        else _describe_data(a.get("train_file"))
+
+
+def eval_results(res: Dict[str, Any]) -> List[EvalResult]:
+    """model-index entries: source validation and (target) test, values as in results.json."""
+    a = res.get("args", {})
+    task = PIPELINE_TAGS.get(res.get("modality", ""), "text-classification")
+    oracle = " (ORACLE selection on these labels)" if res.get("oracle") else ""
+    entries = [("validation", "source validation", a.get("validation_file") or a.get("train_file"), ""),
+               ("test", eval_split_title(res), a.get("test_file"), oracle)]
+    out: List[EvalResult] = []
+    for split, title, data, note in entries:
+        for metric, value in _scalars(res.get(split)).items():
+            hub = is_hub_id(data)
+            dtype = data if hub else "local:" + (os.path.basename(str(data or "").rstrip("/")) or "data")
+            shown = data if hub else short_path(data) or "local data"
+            out.append(EvalResult(
+                task_type=task, dataset_type=dtype, dataset_name=f"{title}: {shown}{note}", dataset_split=split,
+                metric_type=metric, metric_value=value, metric_name=f"{title} {metric}",
+            ))
+    return out
+
+
+def card_data(res: Dict[str, Any], model_name: str) -> ModelCardData:
+    modality = res.get("modality", "text")
+    objective, tuning = res.get("objective", "erm"), res.get("tuning", "frozen")
+    a = res.get("args", {})
+    tags = ["tltext", "transfer-learning"] + MODALITY_TAGS.get(modality, [modality])
+    tags += OBJECTIVE_TAGS.get(objective, [objective])
+    tags += [TUNING_TAGS[tuning]] if tuning in TUNING_TAGS else []
+    if a.get("shots_per_class") and "few-shot" not in tags:
+        tags.append("few-shot")
+    if res.get("oracle"):
+        tags.append("oracle-selection")
+    results = eval_results(res)
+    metrics = list(dict.fromkeys(r.metric_type for r in results))
+    return ModelCardData(
+        library_name="tltext", pipeline_tag=PIPELINE_TAGS.get(modality), base_model=base_model_id(res),
+        datasets=dataset_ids(res) or None, tags=list(dict.fromkeys(tags)), metrics=metrics or None,
+        model_name=model_name, eval_results=results or None,
+    )
+
+
+# --------------------------------------------------------------------------- body
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3g}"
+    return str(v)
+
+
+def _results_table(res: Dict[str, Any]) -> List[str]:
+    a = res.get("args", {})
+    n = res.get("num_examples", {})
+    rows = [("source validation", validation_description(res), n.get("validation"), res.get("validation")),
+            (eval_split_title(res), _describe_data(a.get("test_file"), a.get("test_filter")), n.get("test"),
+             res.get("test"))]
+    if res.get("source_only", {}).get("test"):
+        rows.append((f"{eval_split_title(res)}, source-only (ERM) baseline", "same data, same seed and tuning",
+                     n.get("test"), res["source_only"]["test"]))
+    rows = [r for r in rows if _scalars(r[3])]
+    if not rows:
+        return ["No labelled validation or test split was evaluated."]
+    keys = list(dict.fromkeys(k for r in rows for k in _scalars(r[3])))
+    lines = ["| split | data | examples | " + " | ".join(keys) + " |", "| --- | --- | --- |" + " --- |" * len(keys)]
+    for title, data, count, m in rows:
+        s = _scalars(m)
+        lines.append(f"| {title} | {data} | {'' if count is None else count} | "
+                     + " | ".join(_fmt(s.get(k, "")) if k in s else "" for k in keys) + " |")
+    return lines
+
+
+def _domain_gap(gap: Dict[str, Any]) -> List[str]:
+    lines = ["## Domain gap (source vs target)", ""]
+    stages = [k[: -len("_before")] for k in gap if k.endswith("_before") and f"{k[:-7]}_after" in gap
+              and isinstance(gap[k], (int, float))]
+    names = {"a_distance": "proxy A-distance (0 = same, 2 = separable)", "mmd2": "MK-MMD^2 (in each space's own scale)"}
+    if stages:
+        lines += [f"| | before: {gap.get('space_before', 'backbone')} | after: {gap.get('space_after', 'adapter')} |",
+                  "| --- | --- | --- |"]
+        lines += [f"| {names.get(s, s)} | {_fmt(gap[s + '_before'])} | {_fmt(gap[s + '_after'])} |" for s in stages]
+    rest = {k: v for k, v in gap.items() if not any(k in (f"{s}_before", f"{s}_after") for s in stages)
+            and k not in ("space_before", "space_after") and isinstance(v, (int, float, str))}
+    lines += [""] + [f"- {k}: {_fmt(v)}" for k, v in rest.items()]
+    lines += ["", "Before = backbone embeddings, after = the trained model's features (Ben-David et al. 2010: "
+              "a smaller gap with a low source error bounds the target error)."]
+    return lines
+
+
+def _hyperparameters(res: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
+    a = dict(res.get("args", {}))
+    ctx = {"tuning": res.get("tuning", a.get("tuning")), "objective": res.get("objective", a.get("objective")),
+           "modality": res.get("modality")}
+    if config.get("adapter_dim") is not None:
+        a["adapter_dim"] = config["adapter_dim"]
+    if a.get("learning_rate") is None and "learning_rate" in a:
+        a["learning_rate"] = "tltext default for this tuning"
+    lines = ["| setting | value |", "| --- | --- |"]
+    for k in _HYPERPARAMETERS:
+        if k == "pooling" and ctx["modality"] == "image":
+            continue
+        if k not in a or (k in _ONLY_FOR and ctx.get(_ONLY_FOR[k][0]) not in _ONLY_FOR[k][1]):
+            continue
+        if a[k] is None or (k == "gradual_unfreeze" and not a[k]) or (k == "layerwise_lr_decay" and a[k] == 1.0) \
+                or (k == "da_warmup_ratio" and not a[k]):
+            continue
+        v = a[k]
+        lines.append(f"| {k} | {v:g} |" if isinstance(v, float) else f"| {k} | {v} |")
+    if res.get("num_processes"):
+        lines.append(f"| processes | {res['num_processes']} |")
+    timing = res.get("timing", {})
+    if timing.get("train_steps") is not None:
+        lines.append(f"| optimisation steps | {timing['train_steps']} |")
+    if res.get("best_epoch") is not None:
+        lines.append(f"| selected epoch | {res['best_epoch']} |")
+    return lines
+
+
+def _usage(modality: str, model_id: str, config: Dict[str, Any]) -> List[str]:
+    auto = AUTO_CLASSES.get(modality, "AutoModelForSequenceClassification")
+    task = PIPELINE_TAGS.get(modality, "text-classification")
+    imports = {"speech": ["import soundfile as sf"], "image": ["from PIL import Image"]}.get(modality, [])
+    code = imports + ["import tltext  # registers the tltext model type with transformers (no remote code)",
+                      "from transformers import pipeline", "", f'clf = pipeline("{task}", model="{model_id}")']
+    if modality == "speech":
+        sr = (config.get("backbone", {}).get("feature_extractor") or {}).get("sampling_rate", 16000)
+        code += ['wave, sr = sf.read("clip.wav", dtype="float32")  # mono',
+                 'print(clf({"raw": wave, "sampling_rate": sr}))  # resampled to ' + f"{sr} Hz"]
+    elif modality == "image":
+        code += ['print(clf(Image.open("photo.png").convert("RGB")))']
+    else:
+        max_len = config.get("backbone", {}).get("max_length", 128)
+        code += [f'print(clf("an example sentence", truncation=True, max_length={max_len}))  # as in training']
+    return (["```python"] + code + ["```", "", "or with the Auto class (weights in safetensors, no `trust_remote_code`):", "",
+             "```python", "import tltext", f"from transformers import {auto}", "",
+             f'model = {auto}.from_pretrained("{model_id}")', "```"])
+
+
+def _limitations(res: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
+    a = res.get("args", {})
+    modality = res.get("modality")
+    out: List[str] = []
+    if res.get("oracle"):
+        out.append("**Oracle run**: the checkpoint was selected with the labels of the test set, so the test "
+                   "numbers are an optimistic upper bound, not an unsupervised domain-adaptation result.")
+    else:
+        which = "target" if eval_split_title(res) == "target test" else "test"
+        out.append(f"Model selected without {which} labels ({res.get('selection', 'see results.json')}); the "
+                   f"{eval_split_title(res)} numbers are a held-out estimate for that data only.")
+        if a.get("selection") == "source_validation" and res.get("objective") in ("dann", "mmd"):
+            out.append("Source-validation accuracy can be a weak proxy for target accuracy under domain shift.")
+    for w in res.get("warnings", []):
+        out.append(f"Warning from the run: {w}")
+    n = res.get("num_examples", {})
+    if n.get("train") is not None:
+        out.append(f"Trained on {n['train']} labelled examples; it only predicts the {len(res.get('label_names', []))} "
+                   "labels listed below.")
+    if modality == "speech":
+        sr = (config.get("backbone", {}).get("feature_extractor") or {}).get("sampling_rate", 16000)
+        crop = config.get("backbone", {}).get("max_duration_seconds")
+        out.append(f"Expects mono audio at {sr} Hz" + (f"; tltext crops clips to {crop:g} s (centred) at evaluation, "
+                   "the pipeline does not" if crop else "") + ".")
+    if modality == "image":
+        bb = config.get("backbone", {})
+        if bb.get("image_size"):
+            out.append(f"Images are resized (shorter side {bb.get('resize_size')} px, bilinear) and centre-cropped to "
+                       f"{bb['image_size']}x{bb['image_size']}, then normalised with mean {bb.get('mean')} and std "
+                       f"{bb.get('std')} (the pipeline's image processor does the same).")
+    if modality == "text":
+        out.append("Inputs longer than max_seq_length tokens are truncated in training; pass the same "
+                   "`truncation=True, max_length=...` to the pipeline.")
+    base = a.get("model_name_or_path")
+    if base and not base_model_id(res) and modality != "image" and not a.get("model_config"):
+        out.append(f"The backbone came from a local checkpoint (`{short_path(base)}`), not a Hub id, so the card has "
+                   "no `base_model` link.")
+    return [f"- {x}" for x in out]
+
+
+def render_card(res: Dict[str, Any], config: Optional[Dict[str, Any]] = None, repo_id: Optional[str] = None,
+                plots: Sequence[str] = (), extra_files: Sequence[str] = ()) -> str:
+    """README.md text: YAML metadata + body. ``res`` is the results dict of the run
+    (as in results.json), ``config`` the saved model's config.json dict."""
+    config = config or {}
+    modality = res.get("modality") or config.get("backbone", {}).get("type", "text")
+    res = {**res, "modality": modality}
+    model_name = (repo_id.split("/")[-1] if repo_id else
+                  f"tltext-{modality}-{res.get('objective', 'erm')}-{res.get('tuning', 'frozen')}")
+    data = card_data(res, model_name)
+    a = res.get("args", {})
+    objective, tuning = res.get("objective", "erm"), res.get("tuning", "frozen")
+    body: List[str] = [f"# {model_name}", ""]
+    if res.get("oracle"):
+        body += ["> [!WARNING]", "> **ORACLE RUN: NOT A VALID TRANSFER RESULT.** The checkpoint was selected on the "
+                 "labels of the target test set (`--oracle_selection`). The target test numbers below are optimistically "
+                 "biased; do not report them as domain-adaptation results.", ""]
+    base = base_model_id(res)
+    if base:
+        backbone = f"[`{base}`](https://huggingface.co/{base})"
+    elif modality == "image":
+        w = a.get("weights_path")
+        weights = (f"weights `{w.split(':', 1)[1]}` from torchvision" if w and w.startswith("torchvision:") else
+                   f"weights from local `{short_path(w)}`" if w else "randomly initialised, no pretrained weights")
+        backbone = (f"torchvision `{a.get('model_name_or_path') or config.get('backbone', {}).get('arch', '?')}` "
+                    f"({weights})")
+    elif a.get("model_config"):
+        backbone = f"a randomly initialised `{short_path(a['model_config'])}` encoder (no pretrained weights)"
+    else:
+        backbone = f"local checkpoint `{short_path(a.get('model_name_or_path') or res.get('base_model'))}`"
+    article = "An" if modality[:1] in "aeiou" else "A"
+    body += [f"{article} {modality} classifier trained with tltext on {backbone}: "
+             f"{OBJECTIVE_TEXT.get(objective, objective)}; {TUNING_TEXT.get(tuning, tuning)}.", ""]
+    body += ["## Results", ""] + _results_table(res)
+    body += ["", f"Model selection: {res.get('selection', '?')}" + (f" (epoch {res['best_epoch']})."
+             if res.get("best_epoch") is not None else ".")]
+    ep = res.get("test_episodic")
+    if ep:
+        body += ["", f"Episodic test accuracy: {ep['accuracy']:.4f} +- {ep['ci95']:.4f} (95% CI, {ep['episodes']} "
+                 f"{ep['n_way']}-way {ep['k_shot']}-shot episodes)."]
+    if res.get("domain_gap"):
+        body += [""] + _domain_gap(res["domain_gap"])
+    body += ["", "## Data", ""]
+    for label, key, filt in (("labelled source (train)", "train_file", "train_filter"),
+                             ("unlabelled target", "target_file", "target_filter"),
+                             ("validation", "validation_file", "validation_filter"),
+                             (eval_split_title(res), "test_file", "test_filter")):
+        if a.get(key):
+            count = res.get("num_examples", {}).get({"train_file": "train", "target_file": "target",
+                                                     "validation_file": "validation", "test_file": "test"}[key])
+            body.append(f"- {label}: {_describe_data(a[key], a.get(filt))}" + (f", {count} examples" if count else ""))
+    body += ["", "## Training procedure", ""] + _hyperparameters(res, config)
+    body += ["", "## How to use", ""] + _usage(modality, repo_id or "path/to/OUT/model", config)
+    body += ["", "## Limitations", ""] + _limitations(res, config)
+    labels = res.get("label_names") or [v for _, v in sorted((int(k), v) for k, v in config.get("id2label", {}).items())]
+    if labels:
+        body += ["", "## Labels", "", ", ".join(f"`{l}`" for l in labels)]
+    if plots:
+        body += ["", "## Plots", ""] + [f"![{os.path.splitext(p)[0]}]({p})" for p in plots]
+    if extra_files:
+        body += ["", "Also in this repository: " + ", ".join(f"[{f}]({f})" for f in extra_files) + "."]
+    text = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n"
+    ModelCard(text)  # parses the metadata back: raises on an invalid card
+    return text
