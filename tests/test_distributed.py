@@ -60,6 +60,13 @@ def _driver(plan_file: str) -> int:
     plan = json.loads(Path(plan_file).read_text())
     record = {}
     for run in plan["runs"]:
+        if "copy" in run:  # e.g. one checkpoint of a finished run into a fresh output dir
+            if int(os.environ.get("RANK", "0")) == 0:
+                import shutil
+
+                shutil.copytree(*run["copy"])
+            torch.distributed.barrier()
+            continue
         wraps.clear()
         t0 = time.perf_counter()
         res = parse_and_run(run["modality"], run["argv"])
@@ -199,6 +206,15 @@ def job(tmp_path_factory, tiny_bert_dir):
                          "--tuning", "full", "--output_dir", str(d / "two" / "speech"), "--num_train_epochs", "3",
                          "--per_device_train_batch_size", "4", "--learning_rate", "1e-3", "--disable_tqdm",
                          "--report", "False", "--cache_dir", str(d / "cache2")]})
+    # exact resume on 2 processes: DANN + gradual unfreezing, resumed mid-epoch 1 (after the re-wrap)
+    res_args = ["--num_train_epochs", "3", "--checkpointing_steps", "3"]
+    two.append({"name": "resume-ref", "modality": "text",
+                "argv": _common(d, tiny_bert_dir, "dann", "gradual", d / "two" / "resume-ref", d / "cache2", 4) + res_args})
+    two.append({"name": "copy", "copy": [str(d / "two" / "resume-ref" / "checkpoints" / "step_9"),
+                                         str(d / "two" / "resumed" / "checkpoints" / "step_9")]})
+    two.append({"name": "resumed", "modality": "text",
+                "argv": _common(d, tiny_bert_dir, "dann", "gradual", d / "two" / "resumed", d / "cache2", 4) + res_args
+                + ["--resume_from_checkpoint", "latest"]})
     t0 = time.perf_counter()
     p2 = _start(_plan(d / "two.json", two), 2)
     p1 = _start(_plan(d / "one.json", one), 1)
@@ -292,6 +308,20 @@ def test_prototypes_use_every_process_support_set(job, tuning):
     # one process's share of the rows gives different prototypes: the check has teeth
     w_half, _ = prototype_linear_head(class_prototypes(feats[:32], y[:32], 2))
     assert (w_half - model.classifier.weight).abs().max() > 1e-3
+
+
+def test_two_process_resume_is_exact(job):
+    """Resumed at step 9 (epoch 1 of 8-step epochs, both groups unfrozen: DDP re-wrapped)."""
+    from safetensors.torch import load_file
+
+    d = job["dir"] / "two"
+    a, b = _results(d / "resume-ref"), _results(d / "resumed")
+    assert a["num_processes"] == b["num_processes"] == 2 and a["timing"]["train_steps"] == 24
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert a["test"] == b["test"]
+    wa, wb = load_file(str(d / "resume-ref" / "model" / "model.safetensors")), load_file(str(d / "resumed" / "model" / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert job["record"]["resumed"]["ddp_wraps"] == 2
 
 
 def test_ddp_without_find_unused_parameters(job):

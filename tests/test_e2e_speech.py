@@ -180,3 +180,26 @@ def test_two_stage_and_freeze_feature_encoder(manifest, pretrained_dir, tmp_path
                                   True, "--freeze_feature_encoder"))
     w3 = _encoder_weights(s3 / "model")
     assert _same(w1b, w3, "feature_extractor.") and not _same(w1b, w3, "encoder.layers.0.")
+
+
+def test_cross_corpus_label_column_and_rename(manifest, data_dir, tmp_path, capsys):
+    """FSDD (8 kHz, column `digit`: 0..9) -> Speech Commands (16 kHz, column `label`:
+    zero..nine): --label_column lists both names, --label_rename maps the words."""
+    sc = str(data_dir / "speech_commands_mini" / "manifest.csv")
+    words = "zero,one,two,three,four,five,six,seven,eight,nine"
+    rename = ",".join(f"{w}={i}" for i, w in enumerate(words.split(",")))
+    argv = _args(manifest, tmp_path / "x", "dann", "frozen", ("--model_config", "tiny"), False,  # later flags win:
+                 "--label_column", "digit,label", "--label_rename", rename,
+                 "--test_file", sc, "--test_filter", f"label={words};official_split=test",
+                 "--target_file", sc, "--target_filter", f"label={words}")
+    res = parse_and_run("speech", argv)
+    assert res["label_names"] == [str(i) for i in range(10)]
+    assert res["num_examples"]["test"] == 22 and res["num_examples"]["target"] == 100
+    assert 0.0 <= res["test"]["accuracy"] <= 1.0
+    # without the rename the words are labels the model never saw: a one-line error naming one
+    from tltext.experiment import main
+
+    rc = main("speech", [x for x in argv if x not in ("--label_rename", rename)] + ["--overwrite_output_dir"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "speech_commands_mini/manifest.csv" in err and "was not seen in training" in err and "'eight'" in err

@@ -66,7 +66,7 @@ def test_partial_run_embeds_with_the_pretrained_backbone(toy, tiny_bert_dir, tmp
     """No target: train vs test; the backbone was trained, so 'before' re-embeds with a fresh copy."""
     out = tmp_path / "out"
     parse_and_run("text", _args(toy, tiny_bert_dir, out, "--tuning", "partial", "--unfreeze_top_k", "1",
-                                "--learning_rate", "1e-3", "--metric", "accuracy", "confusion_matrix"))
+                                "--learning_rate", "1e-3", "--metric", "accuracy", "confusion_matrix", "--report_tsne", "False"))
     saved = json.loads((out / "results.json").read_text())
     assert "domain_gap" not in saved and saved["warnings"] == []
     _check_png(out / "embeddings_before.png", report.EMBEDDINGS_FIGSIZE)
@@ -91,3 +91,17 @@ def test_many_class_confusion_and_empty_history(tmp_path):
     _check_png(tmp_path / "cm.png", report.confusion_figsize(25))
     report.plot_curves([], str(tmp_path / "c.png"), "no history")
     assert Image.open(tmp_path / "c.png").size == report.figure_pixels(report.CURVES_FIGSIZE)
+
+
+def test_target_points_take_test_labels_only_for_the_same_file():
+    from tltext.args import DataArguments
+    from tltext.experiment import Splits
+
+    splits = Splits()
+    splits.add("test", ["a", "b", "c"], [0, 1, 0], "k.jsonl")
+    splits.add("target", ["a", "b", "c"], None, "k.jsonl")
+    same = DataArguments(test_file="k.jsonl", target_file="k.jsonl")
+    assert report._target_labels_from_test(same, splits) == [0, 1, 0]
+    assert report._target_labels_from_test(DataArguments(test_file="k.jsonl", target_file="u.jsonl"), splits) is None
+    assert report._target_labels_from_test(DataArguments(test_file="k.jsonl", target_file="k.jsonl",
+                                                         target_filter="speaker=a"), splits) is None

@@ -35,6 +35,8 @@ class ModelArguments:
     freeze_feature_encoder: bool = field(default=False, metadata={"help": "Speech: keep the CNN feature encoder frozen."})
     weights_path: Optional[str] = field(default=None, metadata={"help": "Image: local state dict (or torchvision:WEIGHTS when online)."})
     image_size: int = field(default=224)
+    image_hflip: bool = field(default=True, metadata={"help": "Image: random horizontal flips in training (turn off for digits/text)."})
+    image_min_crop_scale: float = field(default=0.08, metadata={"help": "Image: smallest area fraction of the training RandomResizedCrop."})
 
 
 @dataclass
@@ -97,6 +99,7 @@ class TrainArguments:
     disable_tqdm: bool = field(default=False)
     save_model: bool = field(default=True)
     report: bool = field(default=True, metadata={"help": "Write OUT/report.md with plots."})
+    report_tsne: bool = field(default=True, metadata={"help": "t-SNE panels in the report (a few seconds for 1000 points; PCA is always drawn)."})
     push_to_hub: bool = field(default=False)
     hub_model_id: Optional[str] = field(default=None)
     hub_private_repo: bool = field(default=False)

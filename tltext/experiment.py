@@ -132,8 +132,10 @@ class Splits:
     def __init__(self):
         self.data: Dict[str, Dict[str, Any]] = {}
 
-    def add(self, name: str, inputs, labels: Optional[List[int]], source: str):
-        self.data[name] = {"inputs": inputs, "labels": labels, "source": source}
+    def add(self, name: str, inputs, labels: Optional[List[int]], source: str, pool=None):
+        """``pool = (all_inputs, indices)``: rows of a larger file, so the embedding
+        cache is keyed by the whole file and shared by every split/seed/K-shot draw."""
+        self.data[name] = {"inputs": inputs, "labels": labels, "source": source, "pool": pool}
 
     def __contains__(self, k):
         return k in self.data
@@ -171,8 +173,10 @@ def load_splits(modality: str, m: ModelArguments, d: DataArguments, t: TrainArgu
             val_idx = [idx[i] for i in va]
             idx = [idx[i] for i in tr]
             splits.add("validation", [train.inputs[i] for i in val_idx], [y[i] for i in val_idx],
-                       f"{d.train_file} ({d.validation_split_percentage:g}% held out, stratified, seed {t.seed})")
-        splits.add("train", [train.inputs[i] for i in idx], [y[i] for i in idx], d.train_file)
+                       f"{d.train_file} ({d.validation_split_percentage:g}% held out, stratified, seed {t.seed})",
+                       pool=(train.inputs, val_idx))
+        splits.add("train", [train.inputs[i] for i in idx], [y[i] for i in idx], d.train_file,
+                   pool=(train.inputs, idx))
         if len(set(splits["train"]["labels"])) < 2:
             raise DataError(f"{d.train_file}: the training split has a single class; classification needs at least 2")
     if d.test_file:
@@ -195,6 +199,8 @@ def build_backbone(modality: str, m: ModelArguments, d: DataArguments):
     from .backbones import load_backbone
 
     path = m.model_name_or_path or (None if m.model_config else default_model(modality))
+    if path and not os.path.exists(path) and (os.path.isabs(path) or path.startswith(".") or path.count("/") > 1):
+        raise ValueError(f"--model_name_or_path {path}: no such directory; expected a local model folder or a Hub id (name or namespace/name)")
     if path and os.path.isfile(os.path.join(path, "config.json")):
         with open(os.path.join(path, "config.json")) as f:
             model_type = json.load(f).get("model_type")
@@ -218,6 +224,7 @@ def build_backbone(modality: str, m: ModelArguments, d: DataArguments):
             modality, path, pooling=m.pooling, max_length=d.max_seq_length, model_config=m.model_config,
             layer_weighting=m.layer_weighting, freeze_feature_encoder=m.freeze_feature_encoder,
             max_duration_seconds=d.max_duration_seconds, weights_path=m.weights_path, image_size=m.image_size,
+            hflip=m.image_hflip, min_crop_scale=m.image_min_crop_scale,
         )
     except (OSError, EnvironmentError) as e:
         raise ValueError(f"--model_name_or_path {path}: cannot load a model ({str(e).splitlines()[0][:200]})") from None
@@ -329,7 +336,11 @@ def train_once(r: Runner, m: ModelArguments, splits: Splits, label2id: Dict[str,
     for name in ("train", "validation", "test", "target"):
         if name in splits:
             x = splits[name]["inputs"]
-            inputs[name] = r.encode_cached(backbone, x, name) if cached else x
+            pool = splits[name].get("pool")
+            if cached and pool is not None and len(pool[1]) < len(pool[0]):
+                inputs[name] = r.encode_cached(backbone, pool[0], f"{name} file")[torch.as_tensor(pool[1], dtype=torch.long)]
+            else:
+                inputs[name] = r.encode_cached(backbone, x, name) if cached else x
     adapter_dim = m.adapter_dim
     if adapter_dim is None:
         adapter_dim = 256 if (cached and m.objective in ("dann", "mmd", "prototypes")) else 0
@@ -617,6 +628,11 @@ def evaluate_only(r: Runner) -> Dict[str, Any]:
     path = m.model_name_or_path
     if not os.path.exists(os.path.join(path, "config.json")):
         raise ValueError(f"--model_name_or_path {path}: not a trained tltext model (no config.json)")
+    with open(os.path.join(path, "config.json")) as f:
+        model_type = json.load(f).get("model_type")
+    if model_type != "tltext":
+        raise ValueError(f"--model_name_or_path {path}: a {model_type!r} model, not a trained tltext model "
+                         "(expected the OUT/model folder of a tltext run)")
     model = TltextModel.from_pretrained(path).to(acc.device)
     label2id = {str(k): int(v) for k, v in model.config.label2id.items()}
     label_names = [l for l, _ in sorted(label2id.items(), key=lambda kv: kv[1])]

@@ -35,6 +35,7 @@ CURVES_FIGSIZE = (10.0, 7.0)  # 800 x 560 px
 CONFUSION_FIGSIZE = (6.0, 5.0)  # 480 x 400 px; larger for many classes, see confusion_figsize
 MAX_LEGEND_CLASSES = 20
 DOMAIN_COLOURS = ("tab:blue", "tab:orange")
+CLASS_COLOURS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "black")
 
 
 def figure_pixels(figsize: Tuple[float, float]) -> Tuple[int, int]:
@@ -64,6 +65,15 @@ def report_domains(splits) -> List[Tuple[str, str]]:
     return [("train", "train")]
 
 
+def _target_labels_from_test(d, splits) -> Optional[List[int]]:
+    """The usual DA protocol tests on the very target file: then its labels colour the
+    target points (for the picture only; training never sees them)."""
+    if ("test" in splits and d.test_file == d.target_file and d.test_filter == d.target_filter
+            and len(splits["test"]["labels"]) == len(splits["target"]["inputs"])):
+        return splits["test"]["labels"]
+    return None
+
+
 def collect_features(r, out: Dict[str, Any], splits, max_per_domain: int = MAX_POINTS_PER_DOMAIN) -> Dict[str, Any]:
     """Backbone embeddings (before) and adapter features (after) of a subsample of
     each domain. Runs on all processes (``Runner.features`` / ``Engine.infer`` gather)."""
@@ -88,13 +98,17 @@ def collect_features(r, out: Dict[str, Any], splits, max_per_domain: int = MAX_P
                                          r.t.per_device_eval_batch_size, desc=f"report: embed {name}").float())
         after.append(r.features(model, sub, f"report: features {name}").float())
         ys = splits[split]["labels"]
+        if ys is None and split == "target":
+            ys = _target_labels_from_test(r.d, splits)
         labels.append(np.asarray([ys[j] for j in idx]) if ys is not None else np.full(len(idx), -1))
         domains.append(name)
     if fresh is not None:
         del fresh
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return {"domains": domains, "before": before, "after": after, "labels": labels}
+    return {"domains": domains, "before": before, "after": after, "labels": labels,
+            "target_labels_from_test": "target" in splits and splits["target"]["labels"] is None
+            and _target_labels_from_test(r.d, splits) is not None}
 
 
 def compute_domain_gap(feats: Dict[str, Any], seed: int) -> Dict[str, Any]:
@@ -152,6 +166,7 @@ def plot_embeddings(x_by_domain: List[np.ndarray], domains: List[str], labels: L
                     label_names: List[str], path: str, title: str, seed: int = 0, tsne: bool = True) -> str:
     """2 x 2 panels: rows PCA / t-SNE, columns coloured by domain / by class."""
     import matplotlib
+    import matplotlib.colors
 
     x = np.concatenate([np.asarray(v, dtype=np.float64) for v in x_by_domain])
     dom = np.concatenate([np.full(len(v), i) for i, v in enumerate(x_by_domain)])
@@ -161,7 +176,8 @@ def plot_embeddings(x_by_domain: List[np.ndarray], domains: List[str], labels: L
     fig.suptitle(title)
     axes = fig.subplots(2, 2)
     k = len(label_names)
-    cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20" if k <= 20 else "viridis"]
+    cmap = (matplotlib.colors.ListedColormap(CLASS_COLOURS) if k <= len(CLASS_COLOURS)
+            else matplotlib.colormaps["tab20" if k <= 20 else "viridis"])
     markers = ("o", "^")
     for row, (method, z) in enumerate(proj.items()):
         for col in range(2):
@@ -183,7 +199,7 @@ def plot_embeddings(x_by_domain: List[np.ndarray], domains: List[str], labels: L
                         ax.scatter(z[sel, 0], z[sel, 1], s=8, alpha=0.3, c="lightgrey", marker=markers[i % 2],
                                    label=f"{name} (unlabelled)")
                 for c in range(k):
-                    colour = cmap(c % cmap.N if k <= 20 else c / max(1, k - 1))
+                    colour = cmap(c if k <= 20 else c / max(1, k - 1))
                     named = False
                     for i in range(len(domains)):
                         sel = (dom == i) & (y == c)
@@ -350,8 +366,11 @@ def write_run_report(r, res: Dict[str, Any], out: Dict[str, Any], splits) -> Opt
                 res["domain_gap"] = compute_domain_gap(feats, seed)
             for stage, what in (("before", "backbone embeddings"), ("after", "adapter features")):
                 name = f"embeddings_{stage}.png"
+                title = f"{stage} adaptation: {what}"
+                if feats["target_labels_from_test"]:
+                    title += " (target classes: its test labels, unseen in training)"
                 plot_embeddings(feats[stage], feats["domains"], feats["labels"], label_names,
-                                os.path.join(odir, name), f"{stage} adaptation: {what}", seed, tsne)
+                                os.path.join(odir, name), title, seed, tsne)
                 pictures[f"embeddings_{stage}"] = name
         cm = _confusion(res, out, splits)
         if cm is not None:

@@ -1,0 +1,166 @@
+"""A catalogue of bad inputs: each is a one-line ``error: ...`` naming the file /
+column / value / flag and what was expected, exit code 2, and no half-written
+output (no results.json, no model; an output dir created by the failed run is
+removed, an existing one is left as it was)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tltext.experiment import main
+
+ROWS = [{"text": t, "label": l} for t, l in (("great love it", "pos"), ("awful broken", "neg"), ("love great", "pos"),
+                                              ("broken awful bad", "neg"), ("superb", "pos"), ("terrible", "neg"))] * 4
+
+
+def _jsonl(path: Path, rows) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _wav(path: Path, seconds: float = 0.2, sr: int = 16000, freq: float = 440.0) -> Path:
+    import soundfile as sf
+
+    t = np.arange(int(seconds * sr)) / sr
+    sf.write(path, (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    f = {"dir": d, "good": _jsonl(d / "good.jsonl", ROWS)}
+    f["unseen"] = _jsonl(d / "unseen.jsonl", ROWS[:4] + [{"text": "meh", "label": "neutral"}])
+    f["garbage"] = str(d / "garbage.jsonl")
+    (d / "garbage.jsonl").write_text('{"text": "ok", "label": "pos"}\n{not json at all\n')
+    f["txt"] = str(d / "train.txt")
+    (d / "train.txt").write_text("great\tpos\n")
+    f["no_text"] = _jsonl(d / "no_text.jsonl", [{"sentence": r["text"], "label": r["label"]} for r in ROWS])
+    f["no_label"] = _jsonl(d / "no_label.jsonl", [{"text": r["text"]} for r in ROWS])
+    f["empty"] = str(d / "empty.jsonl")
+    (d / "empty.jsonl").write_text("")
+    f["header_only"] = str(d / "header_only.csv")
+    (d / "header_only.csv").write_text("text,label\n")
+    f["one_class"] = _jsonl(d / "one_class.jsonl", [{"text": r["text"], "label": "pos"} for r in ROWS])
+    f["mixed"] = _jsonl(d / "mixed.jsonl", [{"text": "a b", "label": 1}, {"text": "c d", "label": "pos"}] * 4)
+    f["null_text"] = _jsonl(d / "null_text.jsonl", ROWS[:5] + [{"text": None, "label": "neg"}] + ROWS[6:])
+    f["blank_text"] = _jsonl(d / "blank_text.jsonl", ROWS[:3] + [{"text": "   ", "label": "neg"}] + ROWS[4:])
+    f["null_label"] = _jsonl(d / "null_label.jsonl", ROWS[:2] + [{"text": "fine", "label": None}] + ROWS[3:])
+    f["no_rows_target"] = str(d / "target.csv")
+    (d / "target.csv").write_text("text\n")
+    f["not_model"] = str(d / "not_a_model")
+    os.makedirs(f["not_model"])
+    (d / "not_a_model" / "notes.txt").write_text("hello")
+    f["full_out"] = str(d / "existing_out")
+    os.makedirs(f["full_out"])
+    (d / "existing_out" / "results.json").write_text('{"keep": true}')
+    # audio: a manifest per bad clip, next to good clips
+    a = d / "audio"
+    a.mkdir()
+    good = [_wav(a / f"g{i}.wav", freq=300 + 500 * (i % 2)) for i in range(6)]
+    (a / "random.wav").write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    (a / "zero.wav").write_bytes(b"")
+    _wav(a / "no_frames.wav", seconds=0.0)
+    (a / "text.wav").write_text("this is not audio\n" * 50)
+    base = [{"audio": p.name, "label": ["low", "high"][i % 2]} for i, p in enumerate(good)]
+    for name in ("random", "zero", "no_frames", "text", "missing"):
+        f[f"wav_{name}"] = _jsonl(a / f"{name}.jsonl", base + [{"audio": f"{name}.wav", "label": "low"}])
+    f["wav_good"] = _jsonl(a / "good.jsonl", base)
+    f["wav_no_audio_col"] = _jsonl(a / "no_audio_col.jsonl", [{"path": r["audio"], "label": r["label"]} for r in base])
+    f["wav_bad_rate"] = _jsonl(a / "bad_rate.jsonl", [{**r, "sample_rate": "unknown"} for r in base])
+    f["wav_wrong_rate"] = _jsonl(a / "wrong_rate.jsonl", [{**r, "sample_rate": 8000} for r in base])
+    return f
+
+
+# a CSV with a header and no rows reaches datasets' "Instruction 'train' corresponds to no data"
+NEEDS_TABLES_FIX = pytest.mark.xfail(strict=True, reason="tltext/data/tables.py reports a header-only table as an "
+                                     "opaque datasets error instead of 'no rows'")
+
+# (name, modality, argv template, substrings the one-line error must contain)
+# {out} = a fresh output dir, {bert} = the tiny BERT, other {keys} = files above
+TEXT = ["--model_name_or_path", "{bert}", "--output_dir", "{out}", "--tuning", "frozen", "--num_train_epochs", "1",
+        "--disable_tqdm", "--report", "False"]
+SPEECH = ["--model_config", "tiny", "--output_dir", "{out}", "--tuning", "frozen", "--num_train_epochs", "1",
+          "--validation_split_percentage", "0", "--disable_tqdm", "--report", "False"]
+CASES = [
+    ("missing train file", "text", TEXT + ["--train_file", "{dir}/nope.jsonl"], ["nope.jsonl", "file not found"]),
+    ("missing test file", "text", TEXT + ["--train_file", "{good}", "--test_file", "{dir}/gone.csv"], ["gone.csv", "file not found"]),
+    ("malformed JSONL", "text", TEXT + ["--train_file", "{garbage}"], ["garbage.jsonl", "cannot read as JSONL"]),
+    ("unsupported format", "text", TEXT + ["--train_file", "{txt}"], ["train.txt", "unsupported file type .txt", ".jsonl"]),
+    ("missing text column", "text", TEXT + ["--train_file", "{no_text}"], ["no_text.jsonl", "no text column 'text'", "sentence", "--text_column"]),
+    ("missing label column", "text", TEXT + ["--train_file", "{no_label}"], ["no_label.jsonl", "no label column 'label'", "--label_column"]),
+    ("wrong --label_column", "text", TEXT + ["--train_file", "{good}", "--label_column", "sentiment"], ["good.jsonl", "'sentiment'", "columns are"]),
+    ("empty file", "text", TEXT + ["--train_file", "{empty}"], ["empty.jsonl", "file is empty"]),
+    pytest.param("header but no rows", "text", TEXT + ["--train_file", "{header_only}"], ["header_only.csv", "no rows"],
+                 marks=NEEDS_TABLES_FIX),
+    ("single class", "text", TEXT + ["--train_file", "{one_class}"], ["one_class.jsonl", "single class 'pos'", "at least 2"]),
+    ("test label unseen in training", "text", TEXT + ["--train_file", "{good}", "--test_file", "{unseen}"], ["unseen.jsonl", "'neutral'", "not seen in training"]),
+    ("mixed label types", "text", TEXT + ["--train_file", "{mixed}"], ["mixed.jsonl", "mixes label types", "['int', 'str']"]),
+    ("null text", "text", TEXT + ["--train_file", "{null_text}"], ["null_text.jsonl", "row 5", "no text", "non-empty string"]),
+    ("blank text", "text", TEXT + ["--train_file", "{blank_text}"], ["blank_text.jsonl", "row 3", "empty text", "non-empty string"]),
+    ("null label", "text", TEXT + ["--train_file", "{null_label}"], ["null_label.jsonl", "row 2", "empty label"]),
+    ("shots per class > class size", "text", TEXT + ["--train_file", "{good}", "--shots_per_class", "20"], ["good.jsonl", "k=20", "has only 12", "--allow_fewer_shots"]),
+    pytest.param("target file with no rows", "text", TEXT + ["--train_file", "{good}", "--objective", "mmd", "--target_file", "{no_rows_target}"], ["target.csv", "no rows"],
+                 marks=NEEDS_TABLES_FIX),
+    ("dann without target", "text", TEXT + ["--train_file", "{good}", "--objective", "dann"], ["--objective dann", "--target_file"]),
+    ("mmd without target", "text", TEXT + ["--train_file", "{good}", "--objective", "mmd"], ["--objective mmd", "--target_file"]),
+    ("unfreeze_top_k > layer groups", "text", TEXT + ["--train_file", "{good}", "--tuning", "partial", "--unfreeze_top_k", "9"], ["--unfreeze_top_k 9", "3 layer groups", "layer.1"]),
+    ("non-empty output dir", "text", TEXT + ["--train_file", "{good}", "--output_dir", "{full_out}"], ["existing_out", "not empty", "--overwrite_output_dir"]),
+    ("batch size 0", "text", TEXT + ["--train_file", "{good}", "--per_device_train_batch_size", "0"], ["--per_device_train_batch_size 0", "positive"]),
+    ("negative learning rate", "text", TEXT + ["--train_file", "{good}", "--learning_rate", "-0.001"], ["--learning_rate", "-0.001", "positive"]),
+    ("model dir that is not a model", "text", TEXT + ["--train_file", "{good}", "--model_name_or_path", "{not_model}"], ["not_a_model", "not a model directory"]),
+    ("model path that does not exist", "text", TEXT + ["--train_file", "{good}", "--model_name_or_path", "{dir}/no_model_here"], ["no_model_here", "no such directory"]),
+    ("--eval_only on a non-tltext model", "text", ["--eval_only", "--model_name_or_path", "{bert}", "--test_file", "{good}", "--output_dir", "{out}"], ["{bert}", "a 'bert' model", "not a trained tltext model"]),
+    ("bad --checkpointing_steps", "text", TEXT + ["--train_file", "{good}", "--checkpointing_steps", "often"], ["--checkpointing_steps 'often'", "'epoch'"]),
+    ("missing checkpoint", "text", TEXT + ["--train_file", "{good}", "--resume_from_checkpoint", "{dir}/ck"], ["{dir}/ck", "not a tltext checkpoint"]),
+    ("validation split 100%", "text", TEXT + ["--train_file", "{good}", "--validation_split_percentage", "100"], ["--validation_split_percentage", "[0, 100)"]),
+    ("corrupt wav", "speech", SPEECH + ["--train_file", "{wav_random}"], ["random.wav", "WAV/FLAC/OGG"]),
+    ("zero-length wav", "speech", SPEECH + ["--train_file", "{wav_zero}"], ["zero.wav", "0 bytes"]),
+    ("wav with no frames", "speech", SPEECH + ["--train_file", "{wav_no_frames}"], ["no_frames.wav", "no audio frames"]),
+    ("text file named .wav", "speech", SPEECH + ["--train_file", "{wav_text}"], ["text.wav", "WAV/FLAC/OGG"]),
+    ("wav file missing", "speech", SPEECH + ["--train_file", "{wav_missing}"], ["missing.wav", "not found"]),
+    ("missing audio column", "speech", SPEECH + ["--train_file", "{wav_no_audio_col}"], ["no_audio_col.jsonl", "no audio column 'audio'", "--audio_column"]),
+    ("unknown sample-rate value", "speech", SPEECH + ["--train_file", "{wav_bad_rate}"], ["bad_rate.jsonl", "'sample_rate'", "'unknown'", "positive integer in Hz"]),
+    ("sample rate contradicts file", "speech", SPEECH + ["--train_file", "{wav_wrong_rate}"], ["wrong_rate.jsonl", "8000 Hz", "16000 Hz"]),
+]
+
+
+@pytest.mark.parametrize("name,modality,argv,expect", CASES,
+                         ids=[c.values[0] if hasattr(c, "values") else c[0] for c in CASES])
+def test_bad_input_is_a_one_line_error(name, modality, argv, expect, files, tiny_bert_dir, tmp_path, capsys):
+    keys = {**files, "bert": tiny_bert_dir, "out": str(tmp_path / "out")}
+    args = [a.format(**keys) for a in argv]
+    out = Path(args[args.index("--output_dir") + 1]) if "--output_dir" in args else None
+    before = sorted(os.listdir(out)) if out and out.exists() else None
+    rc = main(modality, args)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert rc == 2, f"{name}: exit code {rc}"
+    assert len(err) == 1, f"{name}: expected one error line, got {err}"
+    for s in expect:
+        assert s.format(**keys) in err[0], f"{name}: {s.format(**keys)!r} not in {err[0]!r}"
+    # nothing half-written: a dir this run created is gone, an existing one is unchanged
+    if before is None:
+        assert not out.exists(), f"{name}: left {out} behind ({os.listdir(out)})"
+    else:
+        assert sorted(os.listdir(out)) == before
+        assert json.loads((out / "results.json").read_text()) == {"keep": True}
+
+
+def test_the_good_files_do_run(files, tiny_bert_dir, tmp_path):
+    """The fixtures' good text and audio files train, so each case above fails for its one fault."""
+    assert main("text", [a.format(bert=tiny_bert_dir, out=tmp_path / "t") for a in TEXT] + ["--train_file", files["good"]]) == 0
+    assert main("speech", [a.format(out=tmp_path / "s") for a in SPEECH] + ["--train_file", files["wav_good"]]) == 0
+    assert (tmp_path / "t" / "results.json").exists() and (tmp_path / "s" / "model").is_dir()
