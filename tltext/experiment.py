@@ -283,12 +283,15 @@ class Runner:
         key = cache_key(self._fp, inputs)
         cdir = self.d.cache_dir or default_cache_dir()
         emb = load_cached(cdir, key)
+        if self.acc.num_processes > 1:  # a hit only where every process has the file (per-node disks): encoding is collective
+            hits = self.acc.gather(torch.tensor([int(emb is not None)], device=self.acc.device))
+            emb = emb if bool(hits.min()) else None
         if emb is None:
             backbone.to(self.acc.device).eval()
             collate = self.collate_fn(backbone)
             emb = self.engine.infer(lambda b: backbone(**collate(b["raw"], False)), inputs,
                                     _lengths(backbone, inputs), self.t.embed_batch_size, desc=f"encode {name}")
-            if self.acc.is_main_process:
+            if self.acc.is_local_main_process:  # once per node (atomic rename: a shared disk is fine)
                 save_cached(cdir, key, emb)
             self.acc.wait_for_everyone()
             self.timing["cache_misses"] += 1

@@ -102,11 +102,14 @@ def collect_features(r, out: Dict[str, Any], splits, max_per_domain: int = MAX_P
             ys = _target_labels_from_test(r.d, splits)
         labels.append(np.asarray([ys[j] for j in idx]) if ys is not None else np.full(len(idx), -1))
         domains.append(name)
+    note = None
     if fresh is not None:
+        if r.m.model_config and not r.m.model_name_or_path:
+            note = "built from a config (no pretrained weights): 'before' is a freshly initialised backbone"
         del fresh
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return {"domains": domains, "before": before, "after": after, "labels": labels,
+    return {"domains": domains, "before": before, "after": after, "labels": labels, "note": note,
             "target_labels_from_test": "target" in splits and splits["target"]["labels"] is None
             and _target_labels_from_test(r.d, splits) is not None}
 
@@ -348,18 +351,19 @@ def write_run_report(r, res: Dict[str, Any], out: Dict[str, Any], splits) -> Opt
         return None
     t0 = time.perf_counter()
     seed = r.t.seed
-    notes: List[str] = []
+    problems: List[str] = []
     feats = None
     try:
         feats = collect_features(r, out, splits)
     except Exception as e:  # noqa: BLE001 - the run itself has finished; keep its results
-        notes.append(f"report: embeddings not computed ({type(e).__name__}: {e})")
+        problems.append(f"report: embeddings not computed ({type(e).__name__}: {e})")
     if not r.acc.is_main_process:
         return None
     odir = r.t.output_dir
     pictures: Dict[str, str] = {}
     tsne = bool(getattr(r.t, "report_tsne", True))
     label_names = list(out["label_names"])
+    notes = [feats["note"]] if feats is not None and feats["note"] else []
     try:
         if feats is not None:
             if len(feats["domains"]) == 2 and "target" in splits and min(len(v) for v in feats["before"]) >= 5:
@@ -380,11 +384,11 @@ def write_run_report(r, res: Dict[str, Any], out: Dict[str, Any], splits) -> Opt
         plot_curves(res.get("history", []), os.path.join(odir, "curves.png"), f"{res['tuning']} / {res['objective']}")
         pictures["curves"] = "curves.png"
     except Exception as e:  # noqa: BLE001
-        notes.append(f"report: plots incomplete ({type(e).__name__}: {e})")
+        problems.append(f"report: plots incomplete ({type(e).__name__}: {e})")
     res.setdefault("timing", {})["report_seconds"] = time.perf_counter() - t0
     path = os.path.join(odir, "report.md")
-    _atomic_text(path, _markdown(res, pictures, notes))
-    for n in notes:
+    _atomic_text(path, _markdown(res, pictures, problems + notes))
+    for n in problems:
         print(f"WARNING: {n}", file=sys.stderr, flush=True)
         res.setdefault("warnings", []).append(n)
     return path
