@@ -3,7 +3,8 @@
 
     python benchmarks/quality.py --suite sst2|amazon|banking77|all [--seeds 1 2 3] [--data_dir ../shared/data]
 
-Each run is the text recipe in its own process; finished runs (OUT/results.json)
+Each run is the text recipe in its own process (one torch thread unless
+OMP_NUM_THREADS says otherwise); finished runs (OUT/results.json)
 are reused unless --force. Writes benchmarks/results/quality_<suite>.{json,md}
 and rewrites the README block between <!-- quality:<suite> --> markers.
 """
@@ -108,7 +109,8 @@ def run_suite(suite: str, data: str, seeds: List[int], out_root: str, force: boo
                 t0 = time.perf_counter()
                 os.makedirs(os.path.dirname(out), exist_ok=True)
                 with open(out + ".log", "w") as log:
-                    rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                    rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                         env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
                 if rc != 0:
                     print(f"FAILED ({rc}): {name} seed {seed}; see {out}.log", flush=True)
                     continue

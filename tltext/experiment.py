@@ -91,6 +91,7 @@ def atomic_write_json(path: str, obj: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2, default=_json_default)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -523,6 +524,12 @@ def _accelerator(t: TrainArguments):
 def run_experiment(m: ModelArguments, d: DataArguments, t: TrainArguments, modality: str = "text") -> Dict[str, Any]:
     """Train (or evaluate) as the flags say; writes OUT/results.json and OUT/model."""
     check_args(m, d, t)
+    if t.disable_tqdm:
+        import datasets
+        import transformers
+
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
     acc = _accelerator(t)
     created = not os.path.exists(t.output_dir)
     prepare_output_dir(t, acc.is_main_process)

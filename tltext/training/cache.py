@@ -57,6 +57,7 @@ def save_cached(cache_dir: str, key: str, embeddings: torch.Tensor) -> str:
     os.close(fd)
     try:
         save_file({"embeddings": embeddings.contiguous().cpu()}, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

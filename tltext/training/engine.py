@@ -277,17 +277,18 @@ class Engine:
         trainable = [p for g in param_groups for p in g["params"]]
         unwrapped = acc.unwrap_model(tm)
 
-        every = parse_checkpointing_steps(getattr(a, "checkpointing_steps", None))
+        out_dir = getattr(a, "output_dir", None)
+        every = parse_checkpointing_steps(getattr(a, "checkpointing_steps", None)) if out_dir else None
         config = {"seed": a.seed, "num_processes": acc.num_processes, "train_examples": len(train),
                   "per_device_train_batch_size": bs, "gradient_accumulation_steps": a.gradient_accumulation_steps,
                   "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "objective": unwrapped.objective,
                   "trainable_parameters": sum(p.numel() for p in trainable)}
         st, best_state = _fresh_state(), None
-        resume = resolve_checkpoint(getattr(a, "resume_from_checkpoint", None), a.output_dir) if a.output_dir else None
-        if resume is None and getattr(a, "resume_from_checkpoint", None) and acc.is_main_process:
-            print(f"no checkpoint under {os.path.join(a.output_dir, CHECKPOINT_DIR)}: starting from step 0", flush=True)
-        if a.output_dir and acc.is_main_process:
-            root = os.path.join(a.output_dir, CHECKPOINT_DIR)
+        resume = resolve_checkpoint(getattr(a, "resume_from_checkpoint", None), out_dir) if out_dir else None
+        if resume is None and out_dir and getattr(a, "resume_from_checkpoint", None) and acc.is_main_process:
+            print(f"no checkpoint under {os.path.join(out_dir, CHECKPOINT_DIR)}: starting from step 0", flush=True)
+        if out_dir and acc.is_main_process:
+            root = os.path.join(out_dir, CHECKPOINT_DIR)
             if os.path.isdir(root):  # leftovers of a run killed while saving
                 for name in os.listdir(root):
                     if name.startswith(".tmp-"):
@@ -296,8 +297,8 @@ class Engine:
             st, best_state = self._load_checkpoint(resume, config)
         self.history, self.step_log = st["history"], st["step_log"]
 
-        tgt = _TargetStream(target_dl, target_sampler, **{"epoch": st["target"]["epoch"], "taken": st["target"]["batches"]}) \
-            if target_dl is not None else None
+        tgt = None if target_dl is None else _TargetStream(target_dl, target_sampler, st["target"]["epoch"],
+                                                           st["target"]["batches"])
         step = st["step"]
         t0 = time.perf_counter()
         bar = tqdm(total=total_steps, initial=step, desc="train", disable=self.disable_tqdm)
