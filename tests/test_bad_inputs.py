@@ -85,10 +85,6 @@ def files(tmp_path_factory):
     return f
 
 
-# a CSV with a header and no rows reaches datasets' "Instruction 'train' corresponds to no data"
-NEEDS_TABLES_FIX = pytest.mark.xfail(strict=True, reason="tltext/data/tables.py reports a header-only table as an "
-                                     "opaque datasets error instead of 'no rows'")
-
 # (name, modality, argv template, substrings the one-line error must contain)
 # {out} = a fresh output dir, {bert} = the tiny BERT, other {keys} = files above
 TEXT = ["--model_name_or_path", "{bert}", "--output_dir", "{out}", "--tuning", "frozen", "--num_train_epochs", "1",
@@ -104,8 +100,7 @@ CASES = [
     ("missing label column", "text", TEXT + ["--train_file", "{no_label}"], ["no_label.jsonl", "no label column 'label'", "--label_column"]),
     ("wrong --label_column", "text", TEXT + ["--train_file", "{good}", "--label_column", "sentiment"], ["good.jsonl", "'sentiment'", "columns are"]),
     ("empty file", "text", TEXT + ["--train_file", "{empty}"], ["empty.jsonl", "file is empty"]),
-    pytest.param("header but no rows", "text", TEXT + ["--train_file", "{header_only}"], ["header_only.csv", "no rows"],
-                 marks=NEEDS_TABLES_FIX),
+    pytest.param("header but no rows", "text", TEXT + ["--train_file", "{header_only}"], ["header_only.csv", "no rows"]),
     ("single class", "text", TEXT + ["--train_file", "{one_class}"], ["one_class.jsonl", "single class 'pos'", "at least 2"]),
     ("test label unseen in training", "text", TEXT + ["--train_file", "{good}", "--test_file", "{unseen}"], ["unseen.jsonl", "'neutral'", "not seen in training"]),
     ("mixed label types", "text", TEXT + ["--train_file", "{mixed}"], ["mixed.jsonl", "mixes label types", "['int', 'str']"]),
@@ -113,8 +108,7 @@ CASES = [
     ("blank text", "text", TEXT + ["--train_file", "{blank_text}"], ["blank_text.jsonl", "row 3", "empty text", "non-empty string"]),
     ("null label", "text", TEXT + ["--train_file", "{null_label}"], ["null_label.jsonl", "row 2", "empty label"]),
     ("shots per class > class size", "text", TEXT + ["--train_file", "{good}", "--shots_per_class", "20"], ["good.jsonl", "k=20", "has only 12", "--allow_fewer_shots"]),
-    pytest.param("target file with no rows", "text", TEXT + ["--train_file", "{good}", "--objective", "mmd", "--target_file", "{no_rows_target}"], ["target.csv", "no rows"],
-                 marks=NEEDS_TABLES_FIX),
+    pytest.param("target file with no rows", "text", TEXT + ["--train_file", "{good}", "--objective", "mmd", "--target_file", "{no_rows_target}"], ["target.csv", "no rows"]),
     ("dann without target", "text", TEXT + ["--train_file", "{good}", "--objective", "dann"], ["--objective dann", "--target_file"]),
     ("mmd without target", "text", TEXT + ["--train_file", "{good}", "--objective", "mmd"], ["--objective mmd", "--target_file"]),
     ("unfreeze_top_k > layer groups", "text", TEXT + ["--train_file", "{good}", "--tuning", "partial", "--unfreeze_top_k", "9"], ["--unfreeze_top_k 9", "3 layer groups", "layer.1"]),

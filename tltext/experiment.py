@@ -165,6 +165,8 @@ def load_splits(modality: str, m: ModelArguments, d: DataArguments, t: TrainArgu
             rng = np.random.default_rng(t.seed)
             idx = sorted(rng.choice(len(idx), d.max_train_samples, replace=False).tolist())
         val_idx: List[int] = []
+        # share one cached encoding of the whole file only when the run uses most of it
+        whole = None if (d.shots_per_class or d.max_train_samples) else train.inputs
         if d.validation_file:
             val = load_examples(modality, d.validation_file, d, True, d.validation_filter, sr)
             splits.add("validation", val.inputs, encode_labels(val.labels, label2id, d.validation_file, d.label_column), d.validation_file)
@@ -175,9 +177,9 @@ def load_splits(modality: str, m: ModelArguments, d: DataArguments, t: TrainArgu
             idx = [idx[i] for i in tr]
             splits.add("validation", [train.inputs[i] for i in val_idx], [y[i] for i in val_idx],
                        f"{d.train_file} ({d.validation_split_percentage:g}% held out, stratified, seed {t.seed})",
-                       pool=(train.inputs, val_idx))
+                       pool=None if whole is None else (whole, val_idx))
         splits.add("train", [train.inputs[i] for i in idx], [y[i] for i in idx], d.train_file,
-                   pool=(train.inputs, idx))
+                   pool=None if whole is None else (whole, idx))
         if len(set(splits["train"]["labels"])) < 2:
             raise DataError(f"{d.train_file}: the training split has a single class; classification needs at least 2")
     if d.test_file:

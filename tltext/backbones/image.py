@@ -240,6 +240,19 @@ class ImageBackbone(Backbone):
     def forward(self, pixel_values: torch.Tensor, **_: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values)
 
+    def train(self, mode: bool = True) -> "ImageBackbone":
+        """Train mode, except that batch-norm layers whose weights are frozen (groups
+        left out by partial tuning or not yet unfrozen) stay in eval mode: their
+        running mean/variance stay those of the starting model, so a frozen group
+        computes exactly what it computed before training."""
+        super().train(mode)
+        if mode:
+            for mod in self.model.modules():
+                if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.affine \
+                        and not any(p.requires_grad for p in mod.parameters()):
+                    mod.eval()
+        return self
+
     def collate(self, inputs: Sequence[Any], train: bool = False) -> Dict[str, torch.Tensor]:
         tf = self.train_transform if train else self.eval_transform
         out = []

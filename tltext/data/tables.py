@@ -28,6 +28,10 @@ def load_table(path: str, split: Optional[str] = None):
             raise DataError(f"{path}: file not found")
         if os.path.getsize(path) == 0:
             raise DataError(f"{path}: file is empty; expected rows of {ext[1:].upper()}")
+        if ext in (".csv", ".tsv"):  # datasets reports a header-only table as "corresponds to no data"
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                if sum(1 for line, _ in zip(fh, range(2)) if line.strip()) < 2:
+                    raise DataError(f"{path}: a header but no rows; expected at least one data row")
         kwargs = {"delimiter": "\t"} if ext == ".tsv" else {}
         try:
             return datasets.load_dataset(_BUILDERS[ext], data_files=path, split="train", **kwargs)
