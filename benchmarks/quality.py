@@ -94,7 +94,8 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_").lower()
 
 
-def run_suite(suite: str, data: str, seeds: List[int], out_root: str, force: bool, only: str | None) -> Dict:
+def run_suite(suite: str, data: str, seeds: List[int], out_root: str, force: bool, only: str | None,
+              no_run: bool = False) -> Dict:
     protocol, runs = SUITES[suite](data)
     rows = []
     for name, flags in runs:
@@ -105,6 +106,8 @@ def run_suite(suite: str, data: str, seeds: List[int], out_root: str, force: boo
             out = os.path.join(out_root, suite, f"{slug(name)}-s{seed}")
             res_path = os.path.join(out, "results.json")
             cmd = [sys.executable, RECIPE] + flags + ["--seed", str(seed), "--output_dir", out] + COMMON
+            if no_run and not os.path.exists(res_path):
+                continue
             if force or not os.path.exists(res_path):
                 t0 = time.perf_counter()
                 os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -164,10 +167,11 @@ def main() -> int:
     p.add_argument("--only", default=None, help="only runs whose name contains this")
     p.add_argument("--force", action="store_true")
     p.add_argument("--no_readme", action="store_true")
+    p.add_argument("--no_run", action="store_true", help="only aggregate runs that already finished")
     a = p.parse_args()
     os.makedirs(os.path.join(ROOT, "benchmarks", "results"), exist_ok=True)
     for suite in (SUITES if a.suite == "all" else [a.suite]):
-        res = run_suite(suite, a.data_dir, a.seeds, a.output_root, a.force, a.only)
+        res = run_suite(suite, a.data_dir, a.seeds, a.output_root, a.force, a.only, a.no_run)
         with open(os.path.join(ROOT, "benchmarks", "results", f"quality_{suite}.json"), "w") as f:
             json.dump(res, f, indent=2)
         md = to_markdown(res)
