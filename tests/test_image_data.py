@@ -87,7 +87,9 @@ def test_digits_palette_shift(tmp_path):
     err = t - expected  # the same colours everywhere, only the pixel noise (std 0.03) differs
     assert abs(err.mean()) < 0.01 and 0.02 < err.std() < 0.04
     src = load_image_examples(str(tmp_path / "p" / "source"))
-    assert [_index(p) for p in src.extra["paths"]] == sorted(_index(p) for p in src.extra["paths"])
+    firsts = {c: np.flatnonzero(data.target == c)[:6] for c in range(10)}  # per_class=3: the first 3 of each half
+    assert sorted(_index(p) for p in src.extra["paths"]) == sorted(i for f in firsts.values() for i in f[0::2])
+    assert sorted(_index(p) for p in tgt.extra["paths"]) == sorted(i for f in firsts.values() for i in f[1::2])
     with pytest.raises(ValueError, match="shift='mnistm': expected one of random_colour, palette"):
         write_digits(str(tmp_path / "x"), shift="mnistm")
     with pytest.raises(ValueError, match="per_class=0: expected a positive number"):
