@@ -37,3 +37,15 @@ def tiny_bert_dir(tmp_path_factory, minilm_path) -> str:
     BertModel(cfg).save_pretrained(d)
     tok.save_pretrained(d)
     return str(d)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small models on a shared 2-core machine: one intra-op thread is many times
+    faster than several (set for the whole module, restored afterwards)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

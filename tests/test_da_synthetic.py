@@ -15,13 +15,7 @@ from tltext.strategies import DomainAdversarialLoss, MultipleKernelMMD, dann_coe
 DIM, STEPS, BATCH = 10, 300, 64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls: one intra-op thread is many times faster than several on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def make_domain(n, gen, target):

@@ -18,7 +18,8 @@ from tltext.backbones.image import ImageBackbone
 from tltext.data.digits import write_digits
 from tltext.experiment import parse_and_run
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
+              pytest.mark.usefixtures("one_thread")]  # see conftest.py
 
 DIGITS = [str(d) for d in range(10)]
 RESULT_KEYS = {"modality", "objective", "tuning", "base_model", "selection", "best_epoch", "label_names",
@@ -26,13 +27,6 @@ RESULT_KEYS = {"modality", "objective", "tuning", "base_model", "selection", "be
 SEED = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A small network on a shared machine: intra-op threads only add overhead."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from tltext import experiment
 from tltext.backbones.speech import SpeechBackbone
 from tltext.experiment import parse_and_run
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
+              pytest.mark.usefixtures("one_thread")]  # see conftest.py
 
 MAX_S = 0.3  # crop: some test clips are longer (centre-cropped), some shorter
 TRAIN = "speaker=george;index=5,6,7,8"  # 40 clips (4 held out for validation)
@@ -25,13 +26,6 @@ RESULT_KEYS = {"modality", "objective", "tuning", "base_model", "selection", "be
                "num_examples", "validation", "test", "timing", "history", "args", "warnings"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A tiny model on a shared machine: intra-op threads only add overhead."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

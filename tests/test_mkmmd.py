@@ -69,12 +69,6 @@ def test_gradients_flow_and_bandwidth_is_detached():
     assert torch.allclose(x.grad, x2.grad) and torch.allclose(y.grad, y2.grad)
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_gradient_descent_reduces_mmd(one_thread):

@@ -26,14 +26,7 @@ POS = "great excellent love wonderful perfect happy superb fantastic".split()
 NEG = "terrible awful hate broken horrible waste poor useless".split()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """In-process runs on one intra-op thread, like the subprocesses (OMP_NUM_THREADS=1):
-    the same arithmetic, and no stalls from oversubscribed threads on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
