@@ -1,7 +1,7 @@
 """Accuracy: the fraction of predictions equal to the reference, (1/N) sum_i [y_hat_i = y_i]."""
-import datasets
 import evaluate
 from sklearn.metrics import accuracy_score
+from tltext.metrics.sklearn_info import metric_info
 
 _DESCRIPTION = "Accuracy = (1/N) * sum_i [prediction_i == reference_i] (sklearn.metrics.accuracy_score)."
 _KWARGS_DESCRIPTION = """
@@ -18,14 +18,7 @@ Returns:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Accuracy(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
-            format="numpy",
-            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.accuracy_score.html"],
-        )
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, "accuracy_score")
 
     def _compute(self, predictions, references, normalize=True, sample_weight=None):
         return {"accuracy": float(accuracy_score(references, predictions, normalize=normalize, sample_weight=sample_weight))}

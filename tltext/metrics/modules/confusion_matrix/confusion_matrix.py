@@ -1,7 +1,7 @@
 """Confusion matrix C with C[i, j] = number of examples of true class i predicted as class j."""
-import datasets
 import evaluate
 from sklearn.metrics import confusion_matrix
+from tltext.metrics.sklearn_info import metric_info
 
 _DESCRIPTION = "Confusion matrix, rows = true labels, columns = predicted labels (sklearn.metrics.confusion_matrix)."
 _KWARGS_DESCRIPTION = """
@@ -19,14 +19,7 @@ Returns:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class ConfusionMatrix(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
-            format="numpy",
-            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.confusion_matrix.html"],
-        )
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, "confusion_matrix")
 
     def _compute(self, predictions, references, labels=None, sample_weight=None, normalize=None):
         return {"confusion_matrix": confusion_matrix(references, predictions, labels=labels,

@@ -10,6 +10,7 @@ import datasets
 import evaluate
 import numpy as np
 from sklearn.metrics import roc_auc_score
+from tltext.metrics.sklearn_info import metric_info
 
 _DESCRIPTION = "Area under the receiver operating characteristic curve (sklearn.metrics.roc_auc_score)."
 _KWARGS_DESCRIPTION = """
@@ -42,13 +43,8 @@ class ROCAUC(evaluate.Metric):
         else:
             raise ValueError(f"roc_auc: unknown configuration {self.config_name!r}; "
                              "expected 'binary', 'multiclass' or 'multilabel'")
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(features),
-            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.roc_auc_score.html"],
-        )
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, "roc_auc_score", citation=_CITATION,
+                           features=datasets.Features(features), fmt=None)
 
     def _compute(self, references, prediction_scores, average="macro", sample_weight=None, max_fpr=None,
                  multi_class="raise", labels=None):
