@@ -59,3 +59,29 @@ def record(name: str, command: str, rows: Dict[str, Any], results: List[tuple]) 
     os.replace(tmp, RESULTS_MD)
     for rname, ratio, target in results:
         print(f"RESULT {rname} ratio={ratio:.2f} target{target}", flush=True)
+
+
+def run_payload(name: str, doc: str, settings: Dict[str, Any], load0: float, w0: float, records: List[Dict],
+                summary: Any, **extra: Any) -> Dict[str, Any]:
+    """The JSON a multi-run benchmark writes: machine, protocol (the script docstring's second paragraph),
+    settings, per-run records, their summary and total wall/CPU minutes."""
+    import torch
+
+    return {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                        "torch": torch.__version__, "loadavg_start": load0, "loadavg_end": os.getloadavg()[0]},
+            "protocol": doc.split("\n\n", 1)[1].split("\nWrites", 1)[0].strip(),
+            "settings": settings, **extra, "summary": summary, "runs": records,
+            "total_wall_minutes": (time.perf_counter() - w0) / 60,
+            "total_cpu_minutes": sum(r["cpu_seconds"] for r in records) / 60}
+
+
+def write_payload(results_dir: str, name: str, payload: Dict[str, Any], markdown: str) -> None:
+    """Write RESULTS_DIR/NAME.json and NAME.md (each through a temp file + rename) and print the markdown."""
+    os.makedirs(results_dir, exist_ok=True)
+    for ext, text in (("json", json.dumps(payload, indent=2) + "\n"), ("md", markdown)):
+        path = os.path.join(results_dir, f"{name}.{ext}")
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+    print(markdown)

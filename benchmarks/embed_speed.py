@@ -26,7 +26,6 @@ def main() -> int:
     p.add_argument("--max_length", type=int, default=128)
     p.add_argument("--data", default=os.path.join(DATA, "amazon", "books.jsonl"))
     a = p.parse_args()
-    import torch
     from accelerate import Accelerator
     from sentence_transformers import SentenceTransformer
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -157,6 +156,8 @@ def main(argv=None) -> int:
     import torch
     import torchvision
 
+    from benchmarks.common import run_payload, write_payload
+
     from tltext.data.digits import write_digits
 
     torch.set_num_threads(a.threads)
@@ -173,25 +174,10 @@ def main(argv=None) -> int:
         for seed in a.seeds:
             for obj in a.objectives:
                 records.append(run_one(a, data, shift, obj, seed))
-    payload = {
-        "benchmark": "image_digits",
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "torchvision": torchvision.__version__, "loadavg_start": load0,
-                    "loadavg_end": os.getloadavg()[0]},
-        "protocol": __doc__.split("\n\n", 1)[1].split("\nWrites", 1)[0].strip(),
-        "settings": {k: v for k, v in vars(a).items() if k not in ("work", "results", "resume")},
-        "data_commands": data_commands,
-        "summary": summarise(records),
-        "runs": records,
-        "total_wall_minutes": (time.perf_counter() - w0) / 60,
-        "total_cpu_minutes": sum(r["cpu_seconds"] for r in records) / 60,
-    }
-    res_dir = Path(a.results)
-    res_dir.mkdir(parents=True, exist_ok=True)
-    (res_dir / "image_digits.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (res_dir / "image_digits.md").write_text(markdown(payload))
-    print(markdown(payload))
+    payload = run_payload("image_digits", __doc__, {k: v for k, v in vars(a).items() if k not in ("work", "results", "resume")},
+                          load0, w0, records, summarise(records), data_commands=data_commands)
+    payload["machine"]["torchvision"] = torchvision.__version__
+    write_payload(a.results, "image_digits", payload, markdown(payload))
     return 0
 
 

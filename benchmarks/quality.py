@@ -117,28 +117,44 @@ def run_suite(suite: str, data: str, seeds: List[int], out_root: str, force: boo
                 if rc != 0:
                     print(f"FAILED ({rc}): {name} seed {seed}; see {out}.log", flush=True)
                     continue
-                print(f"{name} seed {seed}: {time.perf_counter() - t0:.0f}s", flush=True)
+                wall = time.perf_counter() - t0
+                with open(os.path.join(out, "wall_seconds.txt"), "w") as f:
+                    f.write(f"{wall:.1f}\n")
+                print(f"{name} seed {seed}: {wall:.0f}s", flush=True)
             with open(res_path) as f:
                 r = json.load(f)
+            wall_path = os.path.join(out, "wall_seconds.txt")
+            wall = float(open(wall_path).read()) if os.path.exists(wall_path) else None
             per_seed.append({"seed": seed, "test_accuracy": r["test"]["accuracy"],
                              "validation_accuracy": r.get("validation", {}).get("accuracy"),
                              "train_seconds": r["timing"]["train_seconds"],
-                             "encode_seconds": r["timing"].get("encode_seconds", 0.0),
+                             "encode_seconds": r["timing"].get("encode_seconds", 0.0), "wall_seconds": wall,
                              "command": " ".join(["python", os.path.relpath(RECIPE, ROOT)] + flags + ["--seed", str(seed)])})
         if per_seed:
             accs = [p["test_accuracy"] * 100 for p in per_seed]
             rows.append({"name": name, "runs": per_seed, "mean": statistics.mean(accs),
                          "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                         "train_seconds_mean": statistics.mean(p["train_seconds"] for p in per_seed)})
+                         "train_seconds_mean": statistics.mean(p["train_seconds"] for p in per_seed),
+                         "wall_seconds_mean": _mean_or_none([p["wall_seconds"] for p in per_seed])})
     return {"suite": suite, "protocol": protocol, "seeds": seeds, "rows": rows}
+
+
+def _mean_or_none(xs: List) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.mean(xs) if xs else None
 
 
 def to_markdown(res: Dict) -> str:
     lines = [f"*{res['protocol']}* Seeds {', '.join(map(str, res['seeds']))}; "
              f"`python benchmarks/quality.py --suite {res['suite']}`.", "",
-             "| strategy | test accuracy (%) | train s (mean) |", "|---|---|---|"]
+             "| strategy | test accuracy (%) | train s (mean) | wall s (mean) |", "|---|---|---|---|"]
     for r in res["rows"]:
-        lines.append(f"| {r['name']} | {r['mean']:.1f} +- {r['std']:.1f} (n={len(r['runs'])}) | {r['train_seconds_mean']:.0f} |")
+        wall = "-" if r.get("wall_seconds_mean") is None else f"{r['wall_seconds_mean']:.0f}"
+        lines.append(f"| {r['name']} | {r['mean']:.1f} +- {r['std']:.1f} (n={len(r['runs'])}) | "
+                     f"{r['train_seconds_mean']:.0f} | {wall} |")
+    lines += ["", "train s: the training loop (for frozen runs: the head/adapter over cached embeddings); wall s: the "
+              "whole recipe process (model load, encoding, training, evaluation, reports; '-' where not recorded), "
+              "one torch thread per run."]
     return "\n".join(lines)
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -238,15 +237,14 @@ def markdown(payload: Dict[str, Any]) -> str:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    if a.report_only:
-        res_dir = Path(a.results)
-        payload = json.loads((res_dir / "speech_da.json").read_text())
-        payload["summary"] = summarise(payload["runs"])
-        (res_dir / "speech_da.json").write_text(json.dumps(payload, indent=2) + "\n")
-        (res_dir / "speech_da.md").write_text(markdown(payload))
-        print(markdown(payload))
-        return 0
     sys.path.insert(0, str(ROOT))
+    from benchmarks.common import run_payload, write_payload
+
+    if a.report_only:
+        payload = json.loads((Path(a.results) / "speech_da.json").read_text())
+        payload["summary"] = summarise(payload["runs"])
+        write_payload(a.results, "speech_da", payload, markdown(payload))
+        return 0
     import torch
 
     torch.set_num_threads(a.threads)
@@ -261,24 +259,11 @@ def main(argv=None) -> int:
     models = {t: b.fsdd_target(t) for t in a.targets}
     if not a.no_speech_commands:
         b.speech_commands(models[a.targets[0]], a.targets[0])
-    payload = {
-        "benchmark": "speech_da",
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "loadavg_start": load0, "loadavg_end": os.getloadavg()[0]},
-        "protocol": __doc__.split("\n\n", 1)[1].split("\nWrites", 1)[0].strip(),
-        "settings": {k: v for k, v in vars(a).items() if k not in ("data", "work", "results", "resume")},
-        "summary": summarise(b.records),
-        "runs": b.records,
-        "total_wall_minutes": (time.perf_counter() - w0) / 60,
-        "total_cpu_minutes": sum(r["cpu_seconds"] for r in b.records) / 60,
-        "total_wall_minutes_of_runs": sum(r["wall_seconds"] for r in b.records) / 60,
-    }
-    res_dir = Path(a.results)
-    res_dir.mkdir(parents=True, exist_ok=True)
-    (res_dir / "speech_da.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (res_dir / "speech_da.md").write_text(markdown(payload))
-    print(markdown(payload))
+    payload = run_payload("speech_da", __doc__,
+                          {k: v for k, v in vars(a).items() if k not in ("data", "work", "results", "resume")},
+                          load0, w0, b.records, summarise(b.records))
+    payload["total_wall_minutes_of_runs"] = sum(r["wall_seconds"] for r in b.records) / 60
+    write_payload(a.results, "speech_da", payload, markdown(payload))
     return 0
 
 

@@ -28,6 +28,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import write_jsonl
+
 pytestmark = pytest.mark.distributed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,11 +92,6 @@ def _rows(n: int, seed: int):
     return out
 
 
-def _write_jsonl(path: Path, rows) -> str:
-    path.write_text("".join(json.dumps(x) + "\n" for x in rows))
-    return str(path)
-
-
 def _speech_data(d: Path):
     """Tones: 'low' (200-400 Hz) vs 'high' (1.2-2 kHz), 0.25 s at 16 kHz."""
     import soundfile as sf
@@ -109,8 +106,8 @@ def _speech_data(d: Path):
         x = 0.5 * np.sin(2 * np.pi * f * t) + 0.05 * rng.standard_normal(t.size)
         sf.write(d / "wav" / f"{i}.wav", x.astype(np.float32), 16000)
         rows.append({"audio": f"wav/{i}.wav", "label": lab})
-    _write_jsonl(d / "train.jsonl", rows[:16])
-    _write_jsonl(d / "test.jsonl", rows[16:])
+    write_jsonl(d / "train.jsonl", rows[:16])
+    write_jsonl(d / "test.jsonl", rows[16:])
     from transformers import Wav2Vec2Config
 
     from tltext.backbones.speech import PRESETS, _PRESET_COMMON
@@ -187,7 +184,7 @@ def job(tmp_path_factory, tiny_bert_dir):
 
     d = tmp_path_factory.mktemp("dist")
     for name, rows in (("train", _rows(64, 0)), ("val", _rows(32, 3)), ("test", _rows(N_TEST, 1)), ("target", _rows(40, 2))):
-        _write_jsonl(d / f"{name}.jsonl", rows)
+        write_jsonl(d / f"{name}.jsonl", rows)
     (d / "speech").mkdir()
     sp = _speech_data(d / "speech")
     two, one = [], []

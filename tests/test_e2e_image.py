@@ -13,10 +13,10 @@ from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 import tltext  # noqa: F401 - registers the tltext model type with the Auto classes
-from tltext import experiment
 from tltext.backbones.image import ImageBackbone
 from tltext.data.digits import write_digits
-from tltext.experiment import parse_and_run
+
+from helpers import run_and_capture
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
               pytest.mark.usefixtures("one_thread")]  # see conftest.py
@@ -45,20 +45,6 @@ def _args(digits, out, objective, tuning, epochs="1", *extra):
             "--per_device_train_batch_size", "32", "--learning_rate", "1e-3", "--image_hflip", "False",
             "--image_min_crop_scale", "0.6", "--seed", str(SEED), "--disable_tqdm", "--report", "False",
             "--cache_dir", str(digits.parent / "cache"), *extra]
-
-
-def _run_and_capture(monkeypatch, argv):
-    """Run the image recipe; keep the test images and the logits the run computed on them."""
-    seen = {}
-    original = experiment._post_run_hooks
-
-    def capture(r, res, out, splits):
-        seen.update(inputs=list(splits["test"]["inputs"]), labels=list(splits["test"]["labels"]),
-                    logits=out["test_logits"].clone())
-        return original(r, res, out, splits)
-
-    monkeypatch.setattr(experiment, "_post_run_hooks", capture)
-    return parse_and_run("image", argv), seen
 
 
 def _initial_backbone():
@@ -109,7 +95,7 @@ def _check_run(out, res, seen, objective, tuning):
 def test_frozen_objective_end_to_end_and_reload(objective, digits, tmp_path, monkeypatch):
     out = tmp_path / "run"
     extra = ["--n_way", "5", "--k_shot", "2", "--n_query", "2", "--episodes_per_epoch", "3"] if objective == "prototypes" else []
-    res, seen = _run_and_capture(monkeypatch, _args(digits, out, objective, "frozen", "1", *extra))
+    res, seen = run_and_capture(monkeypatch, "image", _args(digits, out, objective, "frozen", "1", *extra))
     saved, model = _check_run(out, res, seen, objective, "frozen")
     t = saved["timing"]
     assert t["cache_hits"] + t["cache_misses"] == 4  # one look-up per split (train, validation, test, target)
@@ -131,7 +117,7 @@ def test_frozen_objective_end_to_end_and_reload(objective, digits, tmp_path, mon
 
 def test_partial_tuning_trains_only_the_top_group(digits, tmp_path, monkeypatch):
     out = tmp_path / "partial"
-    res, seen = _run_and_capture(monkeypatch, _args(digits, out, "prototypes", "partial", "1", "--unfreeze_top_k", "1",
+    res, seen = run_and_capture(monkeypatch, "image", _args(digits, out, "prototypes", "partial", "1", "--unfreeze_top_k", "1",
                                                     "--n_way", "5", "--k_shot", "2", "--n_query", "2",
                                                     "--episodes_per_epoch", "4"))
     saved, _ = _check_run(out, res, seen, "prototypes", "partial")
@@ -148,7 +134,7 @@ def test_digits_shift_alignment_beats_source_only(digits, tmp_path, monkeypatch)
     acc = {}
     for objective in ("erm", "dann", "mmd"):
         out = tmp_path / objective
-        res, seen = _run_and_capture(monkeypatch, _args(digits, out, objective, "full", "4", "--save_model",
+        res, seen = run_and_capture(monkeypatch, "image", _args(digits, out, objective, "full", "4", "--save_model",
                                                         "True" if objective == "mmd" else "False"))
         acc[objective] = res["test"]["accuracy"]
         assert len(res["history"]) == 4 and res["validation"]["accuracy"] >= 0.7  # the source task is learnt

@@ -7,20 +7,12 @@ from safetensors import safe_open
 
 from tltext.experiment import parse_and_run
 
+from helpers import write_domains
+
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    d = tmp_path_factory.mktemp("toy_da")
-    pos = ["great product works well", "love it very good", "excellent and great", "good value love",
-           "works great", "very good indeed", "really love this", "great great great"]
-    neg = ["terrible broke fast", "awful do not buy", "bad and broken", "waste of money awful",
-           "broke after a day", "very bad product", "terrible awful bad", "hate it broken"]
-    src = [{"text": t, "label": "pos"} for t in pos * 3] + [{"text": t, "label": "neg"} for t in neg * 3]
-    tgt = [{"text": r["text"] + " in the kitchen", "label": r["label"]} for r in src[::2]]
-    for name, rows in (("src", src), ("tgt", tgt)):
-        with open(d / f"{name}.jsonl", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
-    return d
+    return write_domains(tmp_path_factory.mktemp("toy_da"))
 
 
 def _run(toy, tiny_bert_dir, out, objective, tuning, *extra):

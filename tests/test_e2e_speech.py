@@ -11,9 +11,10 @@ from safetensors.torch import load_file
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
 import tltext  # noqa: F401 - registers the tltext model type with the Auto classes
-from tltext import experiment
 from tltext.backbones.speech import SpeechBackbone
 from tltext.experiment import parse_and_run
+
+from helpers import run_and_capture
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
               pytest.mark.usefixtures("one_thread")]  # see conftest.py
@@ -45,20 +46,6 @@ def _args(manifest, out, objective="erm", tuning="full", model=("--model_config"
     return a + list(extra)
 
 
-def _run_and_capture(monkeypatch, argv):
-    """Run the audio recipe; keep the test clips and the logits the run computed on them."""
-    seen = {}
-    original = experiment._post_run_hooks
-
-    def capture(r, res, out, splits):
-        seen.update(inputs=list(splits["test"]["inputs"]), labels=list(splits["test"]["labels"]),
-                    logits=out["test_logits"].clone())
-        return original(r, res, out, splits)
-
-    monkeypatch.setattr(experiment, "_post_run_hooks", capture)
-    return parse_and_run("speech", argv), seen
-
-
 def _encoder_weights(model_dir):
     """Encoder tensors of a saved tltext model or a plain wav2vec2 folder, by encoder key."""
     sd = load_file(str(model_dir / "model.safetensors"))
@@ -78,7 +65,7 @@ def _same(a, b, prefix):
 def test_objective_end_to_end_and_reload(objective, manifest, tmp_path, monkeypatch):
     out = tmp_path / "run"
     extra = ["--n_way", "5", "--k_shot", "1", "--n_query", "1", "--episodes_per_epoch", "3"] if objective == "prototypes" else []
-    res, seen = _run_and_capture(monkeypatch, _args(manifest, out, objective, "full", ("--model_config", "tiny"),
+    res, seen = run_and_capture(monkeypatch, "speech", _args(manifest, out, objective, "full", ("--model_config", "tiny"),
                                                     objective in ("dann", "mmd"), *extra))
     saved = json.loads((out / "results.json").read_text())
     assert RESULT_KEYS <= set(saved)

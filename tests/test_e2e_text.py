@@ -7,23 +7,15 @@ import torch
 
 from tltext.experiment import parse_and_run
 
-
-def _write_jsonl(path, rows):
-    with open(path, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+from helpers import reviews, write_jsonl
 
 
 @pytest.fixture(scope="module")
 def toy_text(tmp_path_factory):
     d = tmp_path_factory.mktemp("toy")
-    pos = ["great product works well", "love it very good", "excellent and great", "good value love",
-           "works great", "very good indeed", "really love this", "great great great"]
-    neg = ["terrible broke fast", "awful do not buy", "bad and broken", "waste of money awful",
-           "broke after a day", "very bad product", "terrible awful bad", "hate it broken"]
-    rows = [{"text": t, "label": "positive"} for t in pos * 3] + [{"text": t, "label": "negative"} for t in neg * 3]
-    _write_jsonl(d / "train.jsonl", rows)
-    _write_jsonl(d / "test.jsonl", rows[::3])
+    rows = reviews(pos="positive", neg="negative")
+    write_jsonl(d / "train.jsonl", rows)
+    write_jsonl(d / "test.jsonl", rows[::3])
     return d
 
 

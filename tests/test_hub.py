@@ -17,6 +17,8 @@ from tltext.cli import main as cli_main
 from tltext.experiment import parse_and_run
 from tltext.model_card import is_hub_id, render_card
 
+from helpers import write_domains
+
 FAKE = "hf_FAKEtoken123"
 
 
@@ -91,15 +93,7 @@ def stub(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    d = tmp_path_factory.mktemp("toy_hub")
-    pos = ["great product works well", "love it very good", "excellent and great", "good value love"]
-    neg = ["terrible broke fast", "awful do not buy", "bad and broken", "waste of money awful"]
-    src = [{"text": t, "label": "pos"} for t in pos * 4] + [{"text": t, "label": "neg"} for t in neg * 4]
-    tgt = [{"text": r["text"] + " in the kitchen", "label": r["label"]} for r in src[::2]]
-    for name, rows in (("books", src), ("kitchen", tgt)):
-        with open(d / f"{name}.jsonl", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
-    return d
+    return write_domains(tmp_path_factory.mktemp("toy_hub"), ("books", "kitchen"), n_each=4, repeat=4)
 
 
 def _args(toy, model, out, *extra):

@@ -8,9 +8,7 @@ from PIL import Image
 from tltext import report
 from tltext.experiment import parse_and_run
 
-
-def _write(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+from helpers import write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -18,11 +16,11 @@ def toy(tmp_path_factory):
     d = tmp_path_factory.mktemp("toy_report")
     pos = ["great product works well", "love it very good", "excellent and great", "good value love"]
     neg = ["terrible broke fast", "awful do not buy", "bad and broken", "waste of money awful"]
-    _write(d / "train.jsonl", [{"text": t, "label": "positive"} for t in pos * 5] + [{"text": t, "label": "negative"} for t in neg * 5])
+    write_jsonl(d / "train.jsonl", [{"text": t, "label": "positive"} for t in pos * 5] + [{"text": t, "label": "negative"} for t in neg * 5])
     tpos, tneg = ["a wonderful novel, great plot", "loved the story"], ["boring novel, awful plot", "bad book, dull"]
     test = [{"text": t, "label": "positive"} for t in tpos * 4] + [{"text": t, "label": "negative"} for t in tneg * 4]
-    _write(d / "test.jsonl", test)
-    _write(d / "target.jsonl", [{"text": r["text"]} for r in test])
+    write_jsonl(d / "test.jsonl", test)
+    write_jsonl(d / "target.jsonl", [{"text": r["text"]} for r in test])
     return d
 
 

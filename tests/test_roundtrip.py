@@ -1,7 +1,6 @@
 """A trained OUT/model reloads anywhere: the Auto class of its modality and
 ``pipeline`` give the logits tltext itself computed on the test split during
 the run (no trust_remote_code, weights from safetensors)."""
-import json
 import os
 
 import numpy as np
@@ -12,25 +11,10 @@ from transformers import (AutoModelForAudioClassification, AutoModelForImageClas
                           AutoModelForSequenceClassification, pipeline)
 
 import tltext  # noqa: F401 - registers the tltext model type
-from tltext import hub
-from tltext.experiment import parse_and_run
+
+from helpers import run_and_capture, write_jsonl
 
 COMMON = ["--num_train_epochs", "1", "--per_device_train_batch_size", "4", "--disable_tqdm", "--report", "False"]
-
-
-def _run_and_capture(monkeypatch, modality, argv):
-    """Run a recipe; keep what the run computed on its test split (raw inputs, logits)."""
-    seen = {}
-    original = hub.after_run
-
-    def capture(r, res, out, splits):
-        seen.update(inputs=list(splits["test"]["inputs"]), logits=out["test_logits"].clone(),
-                    labels=list(splits["test"]["labels"]), names=list(out["label_names"]))
-        return original(r, res, out, splits)
-
-    monkeypatch.setattr(hub, "after_run", capture)
-    res = parse_and_run(modality, argv)
-    return res, seen
 
 
 def _pipeline_logits(pipe, inputs, names, **kw):
@@ -54,12 +38,10 @@ def test_text_roundtrip(monkeypatch, tiny_bert_dir, tmp_path):
         ("great product works well", "positive"), ("love it very good", "positive"), ("excellent and great", "positive"),
         ("terrible broke fast", "negative"), ("awful do not buy", "negative"), ("bad and broken", "negative")]] * 3
     long = {"text": " ".join(["good"] * 40 + ["awful"] * 40), "label": "negative"}  # truncated at 16 tokens
-    with open(tmp_path / "train.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    with open(tmp_path / "test.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows[:6] + [long])
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "test.jsonl", rows[:6] + [long])
     out = tmp_path / "out"
-    res, seen = _run_and_capture(monkeypatch, "text", [
+    res, seen = run_and_capture(monkeypatch, "text", [
         "--model_name_or_path", tiny_bert_dir, "--train_file", str(tmp_path / "train.jsonl"), "--test_file",
         str(tmp_path / "test.jsonl"), "--tuning", "full", "--learning_rate", "1e-3", "--max_seq_length", "16",
         "--output_dir", str(out), *COMMON])
@@ -84,7 +66,7 @@ def test_speech_roundtrip(monkeypatch, tmp_path):
         rows.append(f"{tmp_path / f'{i}.wav'},{label}")
     (tmp_path / "m.csv").write_text("audio,label\n" + "\n".join(rows) + "\n")
     out = tmp_path / "out"
-    res, seen = _run_and_capture(monkeypatch, "speech", [
+    res, seen = run_and_capture(monkeypatch, "speech", [
         "--model_config", "tiny", "--train_file", str(tmp_path / "m.csv"), "--test_file", str(tmp_path / "m.csv"),
         "--target_file", str(tmp_path / "m.csv"), "--objective", "mmd", "--tuning", "frozen",
         "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), *COMMON])
@@ -109,11 +91,11 @@ def test_image_roundtrip(monkeypatch, tmp_path):
             a[..., channel] += 150
             Image.fromarray(a).save(tmp_path / "data" / c / f"{i}.png")
     out = tmp_path / "out"
-    res, seen = _run_and_capture(monkeypatch, "image", [
+    res, seen = run_and_capture(monkeypatch, "image", [
         "--model_name_or_path", "resnet18", "--image_size", "32", "--train_dir", str(tmp_path / "data"),
         "--test_dir", str(tmp_path / "data"), "--tuning", "full", "--learning_rate", "1e-3",
         "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), *COMMON])
-    model = _check_saved(out / "model", AutoModelForImageClassification, "pixel_values")
+    _check_saved(out / "model", AutoModelForImageClassification, "pixel_values")
     pipe = pipeline("image-classification", model=str(out / "model"))
     assert type(pipe.image_processor).__name__ == "TltextImageProcessor"
     got = _pipeline_logits(pipe, seen["inputs"], seen["names"])

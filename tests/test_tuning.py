@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from tltext.backbones import TextBackbone
 from tltext.modeling import TltextModel
