@@ -2,8 +2,9 @@
 """Batched encoding: tltext's frozen-path encoder vs sentence-transformers ``encode``.
 
 Same model (all-MiniLM-L6-v2, mean pooling), the same N texts, batch size and
-max length, one process; both sort by length. Each side runs twice, alternating,
-and the faster time of each counts.
+max length, one process; both sort by length. Each side runs --repeats times,
+alternating, and the fastest time of each counts (this 2-core machine's run-to-run
+noise is about +-10 %).
 
     python benchmarks/embed_speed.py [--n 2000] [--batch_size 64]
 """
@@ -24,8 +25,10 @@ def main() -> int:
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--max_length", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--data", default=os.path.join(DATA, "amazon", "books.jsonl"))
     a = p.parse_args()
+    import torch
     from accelerate import Accelerator
     from sentence_transformers import SentenceTransformer
 
@@ -56,19 +59,20 @@ def main() -> int:
         return time.perf_counter() - t0, z
 
     times = {"tltext": [], "sentence_transformers": []}
-    for _ in range(2):
+    for _ in range(a.repeats):
         t, z1 = run_tltext()
         times["tltext"].append(t)
         t, z2 = run_st()
         times["sentence_transformers"].append(t)
-    max_diff = float((z1 - z2.cpu()).abs().max())
+    # the sentence-transformers pipeline of this model ends in a Normalize module: compare unit vectors
+    max_diff = float((torch.nn.functional.normalize(z1, dim=-1) - z2.cpu()).abs().max())
     best = {k: min(v) for k, v in times.items()}
     ratio = best["sentence_transformers"] / best["tltext"]
     rows = {"texts": a.n, "batch_size": a.batch_size, "max_length": a.max_length, "seconds": times,
             "tltext_texts_per_second": a.n / best["tltext"],
             "st_texts_per_second": a.n / best["sentence_transformers"],
-            "max_abs_embedding_difference": max_diff, "speed_ratio": round(ratio, 3)}
-    record("embed_speed", f"python benchmarks/embed_speed.py --n {a.n} --batch_size {a.batch_size}", rows,
+            "max_abs_difference_of_unit_embeddings": max_diff, "speed_ratio": round(ratio, 3)}
+    record("embed_speed", f"python benchmarks/embed_speed.py --n {a.n} --batch_size {a.batch_size} --repeats {a.repeats}", rows,
            [("embed_vs_sentence_transformers", ratio, ">=1.0")])
     return 0
 
