@@ -411,7 +411,8 @@ def train_once(r: Runner, m: ModelArguments, splits: Splits, label2id: Dict[str,
     else:
         fit = r.engine.fit(tm, plan.param_groups, plan, train_ds, _lengths(backbone, inputs["train"]),
                            r.collate_fn(backbone), target=target_ds, evaluate=evaluate, batch_sampler=batch_sampler,
-                           da={"weight": m.da_weight, "warmup_ratio": m.da_warmup_ratio})
+                           da={"weight": m.da_weight, "warmup_ratio": m.da_warmup_ratio},
+                           target_lengths=_lengths(backbone, inputs["target"]) if target_ds is not None else None)
     model = r.acc.unwrap_model(model)
     if m.objective == "prototypes":
         install_prototypes(r, model, inputs["train"], y_train, len(label2id))

@@ -32,6 +32,11 @@ class Backbone(nn.Module):
     """
 
     modality: str = "abstract"
+    #: True when padding a batch never changes an example's pooled output
+    #: (attention-masked text encoders). The engine then encodes source and
+    #: target batches of a DA step in two passes, each padded only to its own
+    #: longest item, instead of one pass padded to the longest of both.
+    padding_invariant: bool = False
 
     @property
     def hidden_size(self) -> int:  # pragma: no cover - interface

@@ -26,6 +26,7 @@ def _transformer_layers(model: nn.Module) -> nn.ModuleList:
 
 class TextBackbone(Backbone):
     modality = "text"
+    padding_invariant = True  # masked attention + masked pooling: pad tokens are never attended or pooled
 
     def __init__(self, encoder: nn.Module, tokenizer, pooling: str = "mean", max_length: int = 128):
         super().__init__()

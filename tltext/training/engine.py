@@ -208,6 +208,7 @@ class Engine:
         self.history: List[Dict[str, Any]] = []
         self.step_log: List[Dict[str, float]] = []
         self.last_checkpoint: Optional[str] = None
+        self._two_pass = False
 
     # ------------------------------------------------------------------ inference
     def infer(self, fn: Callable[[Dict[str, Any]], torch.Tensor], inputs: Sequence[Any], lengths: Sequence[int],
@@ -253,6 +254,7 @@ class Engine:
         evaluate: Optional[Callable[[int], Dict[str, Any]]] = None,
         batch_sampler=None,
         da: Optional[Dict[str, float]] = None,
+        target_lengths: Optional[Sequence[int]] = None,
     ) -> Dict[str, Any]:
         """Train ``tm``; ``evaluate(epoch)`` returns ``{"score": float|None, ...}``
         (higher is better) and drives early stopping / best-state selection."""
@@ -269,8 +271,15 @@ class Engine:
             train_dl = DataLoader(train, batch_size=bs, sampler=sampler, collate_fn=collate_items,
                                   num_workers=a.dataloader_num_workers, generator=torch.Generator().manual_seed(a.seed))
         target_dl = target_sampler = None
+        # padding-invariant backbones (text) encode the target batch on its own, so a
+        # length-grouped target stream cuts its padding as it does the source's
+        self._two_pass = bool(getattr(getattr(tm.model, "backbone", None), "padding_invariant", False))
         if target is not None:
-            target_sampler = EpochRandomSampler(len(target), a.seed + 1)
+            raw_target = not isinstance(target.inputs, torch.Tensor)
+            if raw_target and self._two_pass and target_lengths is not None:
+                target_sampler = LengthGroupedSampler(target_lengths, bs, seed=a.seed + 1)
+            else:
+                target_sampler = EpochRandomSampler(len(target), a.seed + 1)
             target_dl = DataLoader(target, batch_size=bs, sampler=target_sampler, collate_fn=collate_items,
                                    generator=torch.Generator().manual_seed(a.seed + 1))
         optimizer = _adamw(param_groups)
@@ -483,5 +492,9 @@ class Engine:
         if "embeddings" in batch:
             emb = batch["embeddings"] if tb is None else torch.cat([batch["embeddings"], tb["embeddings"].to(batch["embeddings"].device)])
             return {"embeddings": emb}, n_src
+        if tb is not None and self._two_pass:
+            # each domain padded to its own longest item (same embeddings, less padding)
+            parts = [_to_device(collate_inputs(list(b["raw"]), True), self.acc.device) for b in (batch, tb)]
+            return {"parts": parts}, n_src
         raw = list(batch["raw"]) + (list(tb["raw"]) if tb is not None else [])
         return _to_device(collate_inputs(raw, True), self.acc.device), n_src

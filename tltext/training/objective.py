@@ -1,8 +1,11 @@
 """One ``nn.Module`` per training step: model + the objective's loss module.
 
-Source and target go through the backbone in ONE forward (one DDP call):
+Source and target go through the model in ONE forward (one DDP call):
 
     f = adapter(backbone([x_s; x_t]))        f_s = f[:n_s], f_t = f[n_s:]
+
+(for padding-invariant backbones, i.e. text, the backbone runs twice inside that
+call, once per domain, so neither batch is padded to the other's length).
     erm:        L = CE(head(f_s), y_s)
     dann:       L = CE + w * BCE(D(GRL_lambda(f)), domain)        (Ganin et al. 2016)
     mmd:        L = CE + w(p) * MK-MMD^2_u(f_s, f_t)              (Long et al. 2015)
@@ -64,7 +67,12 @@ class TrainingModule(nn.Module):
 
     def forward(self, inputs: Dict[str, torch.Tensor], labels: torch.Tensor, n_source: int,
                 coeff: float = 0.0) -> Dict[str, torch.Tensor]:
-        emb = inputs["embeddings"] if "embeddings" in inputs else self.model.encode(**inputs)
+        if "embeddings" in inputs:
+            emb = inputs["embeddings"]
+        elif "parts" in inputs:  # source, target collated apart (padding-invariant backbones)
+            emb = torch.cat([self.model.encode(**part) for part in inputs["parts"]])
+        else:
+            emb = self.model.encode(**inputs)
         feats = self.model.features(emb)
         out: Dict[str, torch.Tensor] = {}
         if self.objective == "prototypes":
