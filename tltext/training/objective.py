@@ -3,13 +3,13 @@
 Source and target go through the model in ONE forward (one DDP call):
 
     f = adapter(backbone([x_s; x_t]))        f_s = f[:n_s], f_t = f[n_s:]
-
-(for padding-invariant backbones, i.e. text, the backbone runs twice inside that
-call, once per domain, so neither batch is padded to the other's length).
     erm:        L = CE(head(f_s), y_s)
     dann:       L = CE + w * BCE(D(GRL_lambda(f)), domain)        (Ganin et al. 2016)
     mmd:        L = CE + w(p) * MK-MMD^2_u(f_s, f_t)              (Long et al. 2015)
     prototypes: L = CE(-||f_q - c_k||^2)  over an episode          (Snell et al. 2017)
+
+For padding-invariant backbones (text) the backbone runs twice inside that call,
+once per domain, so neither batch is padded to the other's length.
 """
 from __future__ import annotations
 
