@@ -602,7 +602,7 @@ def _train_and_report(r: Runner) -> Dict[str, Any]:
         "validation": out.get("validation", {}),
         "test": out.get("test", {}),
         "timing": {"train_seconds": fit["train_seconds"], "train_samples_per_second": fit["train_samples_per_second"],
-                   "train_steps": fit["steps"], **r.timing},
+                   "train_steps": fit["steps"], "heap_trims": fit.get("heap_trims", 0), **r.timing},
         "history": fit.get("history", []),
         "args": public_args(m, d, t),
         "warnings": warnings,

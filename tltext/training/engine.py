@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from .batching import LengthGroupedSampler, SplitDataset, collate_items, length_sorted
+from .memory import HeapTrimmer
 from .objective import TrainingModule, da_coefficient
 
 CHECKPOINT_DIR = "checkpoints"
@@ -316,6 +317,7 @@ class Engine:
             st, best_state = self._load_checkpoint(resume, config)
         self.history, self.step_log = st["history"], st["step_log"]
 
+        trimmer = HeapTrimmer(enabled=bool(getattr(a, "trim_cpu_heap", True)) and acc.device.type == "cpu")
         tgt = None if target_dl is None else _TargetStream(target_dl, target_sampler, st["target"]["epoch"],
                                                            st["target"]["batches"])
         step = st["step"]
@@ -353,6 +355,7 @@ class Engine:
                 coeff = da_coefficient(unwrapped.objective, progress, da.get("weight", 1.0), da.get("warmup_ratio", 0.0))
                 with acc.accumulate(tm):
                     inputs, n_src = self._inputs(batch, tb, collate_inputs)
+                    trimmer.before_step(inputs)
                     out = tm(inputs, batch["labels"], n_src, coeff)
                     loss = out["loss"]
                     if acc.num_processes == 1 and not torch.isfinite(loss):
@@ -425,7 +428,7 @@ class Engine:
         acc.free_memory()
         return {"train_seconds": train_seconds, "train_samples_per_second": st["seen"] / max(train_seconds, 1e-9),
                 "steps": step, "best_epoch": st["best_epoch"], "best_score": st["best_score"], "history": self.history,
-                "resumed_from": resume, "last_checkpoint": self.last_checkpoint}
+                "resumed_from": resume, "last_checkpoint": self.last_checkpoint, "heap_trims": trimmer.trims}
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint_note(self) -> str:
