@@ -1,5 +1,4 @@
 """Heap trimming between CPU steps: when it runs, that it frees memory, that it changes no result."""
-import ctypes
 import gc
 import json
 

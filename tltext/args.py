@@ -96,7 +96,7 @@ class TrainArguments:
     resume_from_checkpoint: Optional[str] = field(default=None, metadata={"help": "A checkpoint dir or 'latest'."})
     embed_batch_size: int = field(default=128)
     dataloader_num_workers: int = field(default=0)
-    trim_cpu_heap: bool = field(default=True, metadata={"help": "On CPU, return freed heap pages to the OS before a step larger than the last (glibc malloc_trim; lower peak RSS)."})
+    trim_cpu_heap: bool = field(default=True, metadata={"help": "On CPU, return freed heap pages to the OS before a long step that grew (larger than the last, >= 3/4 of the largest; glibc malloc_trim; lower peak RSS)."})
     disable_tqdm: bool = field(default=False)
     save_model: bool = field(default=True)
     report: bool = field(default=True, metadata={"help": "Write OUT/report.md with plots."})
