@@ -37,6 +37,13 @@ class Backbone(nn.Module):
     #: target batches of a DA step in two passes, each padded only to its own
     #: longest item, instead of one pass padded to the longest of both.
     padding_invariant: bool = False
+    #: True when the encoder's weights came from a checkpoint or weights file
+    #: (pretrained or trained), False when they are a random initialisation
+    #: (e.g. a torchvision name without ``weights_path``, a speech ``model_config``).
+    #: Frozen or partial tuning of random weights trains a head on noise features.
+    #: Backbones rebuilt by ``from_config_dict`` keep True: the checkpoint being
+    #: loaded supplies the weights.
+    pretrained_weights_loaded: bool = True
 
     @property
     def hidden_size(self) -> int:  # pragma: no cover - interface

@@ -43,7 +43,19 @@ _VIT_KWARGS = ("patch_size", "num_layers", "num_heads", "hidden_dim", "mlp_dim")
 
 def _check_patch(arch: str, patch: int, image_size: int) -> None:
     if image_size % patch:
-        raise ValueError(f"{arch}: image_size={image_size} must be divisible by the patch size {patch}")
+        raise ValueError(f"{arch}: image_size={image_size} must be divisible by the patch size {patch} (set --image_size)")
+
+
+def _check_vit_positions(model: nn.Module, arch: str, image_size: int) -> None:
+    """A ViT's position table must hold one entry per patch of an ``image_size`` image
+    (+ the class token). Raises ``ValueError`` naming --image_size otherwise."""
+    if not isinstance(model, models.VisionTransformer):
+        return
+    n = int(model.encoder.pos_embedding.shape[1]) - 1
+    supported = int(round(n ** 0.5)) * model.patch_size
+    if model.image_size != image_size or (image_size // model.patch_size) ** 2 != n:
+        raise ValueError(f"{arch}: built for image_size={supported}, not {image_size} ({n} patch positions of "
+                         f"{model.patch_size} px); pass --image_size {supported}")
 
 
 def build_torchvision_model(arch: str, image_size: int = 224, weights: Any = None,
@@ -64,7 +76,7 @@ def build_torchvision_model(arch: str, image_size: int = 224, weights: Any = Non
     try:
         return models.get_model(arch, **config)
     except ValueError as e:  # e.g. ViT weights trained at another image size
-        raise ValueError(f"cannot build {arch!r} with image_size={image_size}: {e}") from None
+        raise ValueError(f"cannot build {arch!r} with image_size={image_size} (set --image_size): {e}") from None
 
 
 def _strip_head(model: nn.Module, arch: str) -> int:
@@ -119,6 +131,11 @@ def _load_local_weights(model: nn.Module, path: str, arch: str) -> None:
     missing = [k for k in own if k not in sd and k not in head]
     unexpected = [k for k in sd if k not in own]
     shapes = [k for k in sd if k in own and sd[k].shape != own[k].shape]
+    if shapes == ["encoder.pos_embedding"]:  # a ViT trained at another resolution
+        n = int(sd["encoder.pos_embedding"].shape[1]) - 1
+        size = int(round(n ** 0.5)) * model.patch_size
+        raise ValueError(f"--image_size {model.image_size}: {path} holds {arch} weights for image_size {size} "
+                         f"({n} patch positions); pass --image_size {size}")
     if missing or unexpected or shapes:
         raise ValueError(f"{path}: not a {arch} state dict (missing {missing[:3]}, unexpected {unexpected[:3]}, "
                          f"wrong shape {shapes[:3]})")
@@ -132,16 +149,18 @@ class ImageBackbone(Backbone):
 
     def __init__(self, model: nn.Module, arch: str, image_size: int = 224, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, resize_size: Optional[int] = None,
-                 model_kwargs: Optional[Dict[str, Any]] = None, min_crop_scale: float = 0.08, hflip: bool = True):
+                 model_kwargs: Optional[Dict[str, Any]] = None, min_crop_scale: float = 0.08, hflip: bool = True,
+                 pretrained_weights_loaded: bool = True):
+        """Raises ``ValueError`` for a bad ``min_crop_scale`` or an ``image_size`` that is
+        under 8 (32 for VGG) or, for a ViT, not the size its position embedding holds."""
         super().__init__()
         if not 0 < float(min_crop_scale) <= 1:
             raise ValueError(f"min_crop_scale={min_crop_scale}: expected a fraction of the image area in (0, 1]")
         if int(image_size) < 8:
-            raise ValueError(f"image_size={image_size}: expected at least 8 pixels")
+            raise ValueError(f"--image_size {image_size}: expected a positive size of at least 8 pixels")
         if isinstance(model, models.VGG) and int(image_size) < 32:
-            raise ValueError(f"{arch}: image_size={image_size} is too small for five 2x2 max-pools; expected >= 32")
-        if isinstance(model, models.VisionTransformer) and model.image_size != int(image_size):
-            raise ValueError(f"{arch}: built for image_size={model.image_size}, not {image_size}")
+            raise ValueError(f"--image_size {image_size}: too small for {arch}'s five 2x2 max-pools; expected >= 32")
+        _check_vit_positions(model, arch, int(image_size))
         self.num_features = _strip_head(model, arch)
         self.model = model
         self.arch = arch
@@ -152,6 +171,7 @@ class ImageBackbone(Backbone):
         self.model_kwargs = dict(model_kwargs) if model_kwargs else None
         self.min_crop_scale = float(min_crop_scale)
         self.hflip = bool(hflip)
+        self.pretrained_weights_loaded = bool(pretrained_weights_loaded)
 
     def _normalize(self) -> list:
         return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
@@ -177,7 +197,10 @@ class ImageBackbone(Backbone):
                         min_crop_scale: float = 0.08, hflip: bool = True, **_: Any) -> "ImageBackbone":
         """``name_or_path``: a torchvision model name (resnet18/34/50, vgg16, vit_b_16, ...).
 
-        ``min_crop_scale`` / ``hflip`` set the training augmentation (e.g. 0.5 / False for digits)."""
+        ``min_crop_scale`` / ``hflip`` set the training augmentation (e.g. 0.5 / False for digits).
+        Without ``weights_path`` the weights are random (``pretrained_weights_loaded`` False).
+        Raises ``ValueError`` for unknown models or weights, unreadable or mismatched
+        weight files and image sizes the model cannot take."""
         arch = name_or_path
         mean, std, resize = IMAGENET_MEAN, IMAGENET_STD, None
         if weights_path and weights_path.startswith("torchvision:"):
@@ -197,7 +220,7 @@ class ImageBackbone(Backbone):
             if weights_path:
                 _load_local_weights(model, weights_path, arch)
         return cls(model, arch, image_size=image_size, mean=mean, std=std, resize_size=resize,
-                   min_crop_scale=min_crop_scale, hflip=hflip)
+                   min_crop_scale=min_crop_scale, hflip=hflip, pretrained_weights_loaded=bool(weights_path))
 
     @classmethod
     def from_config_dict(cls, cfg: Dict[str, Any], preprocessor_dir: Optional[str] = None) -> "ImageBackbone":

@@ -111,7 +111,7 @@ class SpeechBackbone(Backbone):
 
     def __init__(self, encoder: nn.Module, feature_extractor, pooling: str = "mean", layer_weighting: bool = False,
                  freeze_feature_encoder: bool = False, max_duration_seconds: Optional[float] = None,
-                 name_or_path: str = ""):
+                 name_or_path: str = "", pretrained_weights_loaded: bool = True):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -128,6 +128,7 @@ class SpeechBackbone(Backbone):
         self.layer_weighting = bool(layer_weighting)
         self.max_duration_seconds = max_duration_seconds
         self.name_or_path = name_or_path
+        self.pretrained_weights_loaded = bool(pretrained_weights_loaded)
         # wav2vec2-base style models (group-norm CNN) were trained without masks:
         # their feature extractor says so, and they only see zero padding.
         self._pass_mask = bool(getattr(feature_extractor, "return_attention_mask", True))
@@ -145,7 +146,10 @@ class SpeechBackbone(Backbone):
                         **_: Any) -> "SpeechBackbone":
         """Load ``name_or_path`` (folder or Hub id), or build random weights from
         ``model_config`` (a preset name or a config JSON; ``name_or_path`` is then
-        only recorded)."""
+        only recorded, and ``pretrained_weights_loaded`` is False).
+
+        ``max_duration_seconds`` has no model limit to check: wav2vec2-style encoders
+        use convolutional (or relative) positions, so any clip length fits."""
         if model_config is not None:
             config = build_encoder_config(model_config, mask_time_prob)
             encoder = AutoModel.from_config(config)
@@ -158,7 +162,7 @@ class SpeechBackbone(Backbone):
             name = name_or_path
         return cls(encoder, fe, pooling=pooling, layer_weighting=layer_weighting,
                    freeze_feature_encoder=freeze_feature_encoder, max_duration_seconds=max_duration_seconds,
-                   name_or_path=name)
+                   name_or_path=name, pretrained_weights_loaded=model_config is None)
 
     def config_dict(self) -> Dict[str, Any]:
         return {

@@ -3,7 +3,8 @@ DistilBERT, MiniLM, ...) with masked-mean or CLS pooling."""
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, List, Sequence
+import warnings
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -24,11 +25,55 @@ def _transformer_layers(model: nn.Module) -> nn.ModuleList:
     return best
 
 
+def _position_offset(encoder: nn.Module) -> int:
+    """Position ids the model reserves below the first token: RoBERTa-style
+    embeddings count positions from ``padding_idx + 1`` (2 for RoBERTa), BERT from 0."""
+    table = getattr(getattr(encoder, "embeddings", None), "position_embeddings", None)
+    if isinstance(table, nn.Embedding) and table.padding_idx is not None:
+        return int(table.padding_idx) + 1
+    return 0
+
+
+def position_limit(encoder: nn.Module, tokenizer: Any) -> Optional[Tuple[int, str]]:
+    """The longest input (tokens) the encoder and tokenizer support, and where the
+    limit comes from; ``None`` when neither states one (e.g. relative positions only)."""
+    cfg = encoder.config
+    limits = []
+    n = getattr(cfg, "max_position_embeddings", None)
+    if isinstance(n, int) and n > 0 and getattr(cfg, "position_biased_input", True) is not False:
+        off = _position_offset(encoder)
+        why = f"{cfg.model_type} max_position_embeddings={n}" + (f" minus {off} reserved" if off else "")
+        limits.append((n - off, why))
+    t = getattr(tokenizer, "model_max_length", None)
+    if isinstance(t, int) and 0 < t < 1_000_000:  # tokenizers without a limit say ~1e30
+        limits.append((t, f"tokenizer model_max_length={t}"))
+    return min(limits, key=lambda lim: lim[0]) if limits else None  # ties: the model's own reason
+
+
+def check_max_length(max_length: int, encoder: nn.Module, tokenizer: Any) -> int:
+    """``max_length`` clamped to the model's limit (with a one-line UserWarning).
+
+    Raises ``ValueError`` when ``max_length`` is not a positive integer."""
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0:
+        raise ValueError(f"--max_seq_length {max_length!r}: expected a positive number of tokens")
+    limit = position_limit(encoder, tokenizer)
+    if limit is not None and max_length > limit[0]:
+        warnings.warn(f"--max_seq_length {max_length} exceeds the model's {limit[0]} positions ({limit[1]}): "
+                      f"clamped to {limit[0]}", UserWarning, stacklevel=3)
+        return limit[0]
+    return max_length
+
+
 class TextBackbone(Backbone):
     modality = "text"
     padding_invariant = True  # masked attention + masked pooling: pad tokens are never attended or pooled
 
-    def __init__(self, encoder: nn.Module, tokenizer, pooling: str = "mean", max_length: int = 128):
+    def __init__(self, encoder: nn.Module, tokenizer, pooling: str = "mean", max_length: int = 128,
+                 pretrained_weights_loaded: bool = True):
+        """``max_length`` is clamped to the positions the model supports (a warning
+        says so; ``self.max_length`` is the effective length, saved in ``config_dict``).
+
+        Raises ``ValueError`` for a ``max_length`` that is not a positive integer."""
         super().__init__()
         # The pooler (tanh over [CLS]) is unused by mean/cls pooling of the last
         # hidden state; dropping it keeps every parameter in the computation graph.
@@ -37,7 +82,8 @@ class TextBackbone(Backbone):
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.pooling = pooling
-        self.max_length = max_length
+        self.max_length = check_max_length(max_length, encoder, tokenizer)
+        self.pretrained_weights_loaded = bool(pretrained_weights_loaded)
         names = set(inspect.signature(encoder.forward).parameters)
         self._input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names]
 
@@ -50,6 +96,7 @@ class TextBackbone(Backbone):
 
     @classmethod
     def from_config_dict(cls, cfg: Dict[str, Any], preprocessor_dir: str | None = None) -> "TextBackbone":
+        """Rebuild with random weights (the checkpoint being loaded supplies them)."""
         enc_cfg = dict(cfg["encoder"])
         config = AutoConfig.for_model(enc_cfg.pop("model_type"), **enc_cfg)
         encoder = AutoModel.from_config(config)

@@ -178,10 +178,10 @@ def _decode_item(item: Any, base: str, where: str) -> Tuple[np.ndarray, int, str
     raise DataError(f"{where}: audio value of type {type(item).__name__}; expected a path or an audio dict")
 
 
-def _table_rows(path: str) -> Tuple[Dict[str, List[Any]], str, bool]:
+def _table_rows(path: str, encoding: Optional[str] = None) -> Tuple[Dict[str, List[Any]], str, bool]:
     """Columns of a manifest / dataset as lists, the folder relative paths start from,
     and whether it is a local manifest file."""
-    ds = load_table(path)
+    ds = load_table(path, encoding=encoding)
     try:
         import datasets
 
@@ -196,7 +196,7 @@ def _table_rows(path: str) -> Tuple[Dict[str, List[Any]], str, bool]:
 
 def load_audio_examples(path: str, audio_column: str = "audio", label_column: Optional[str] = "label",
                         sampling_rate: int = 16000, require_labels: bool = True,
-                        filter: Optional[Dict[str, Any]] = None) -> Examples:
+                        filter: Optional[Dict[str, Any]] = None, encoding: Optional[str] = None) -> Examples:
     """Decoded clips (float32 mono at ``sampling_rate``) and labels from ``path``.
 
     ``label_column`` may list alternatives, ``"digit,label"``: the first one the file
@@ -205,12 +205,13 @@ def load_audio_examples(path: str, audio_column: str = "audio", label_column: Op
     (e.g. ``{"speaker": ["george", "jackson"]}``, ``{"split": "train"}``).
     ``extra``: ``paths`` (file or row names) and ``columns`` (the other columns of
     the kept rows, e.g. speaker ids for domain splits).
+    ``encoding``: of a CSV/JSON(L) manifest (default UTF-8).
     """
     path = str(path)
     if os.path.isdir(path) and not any(os.path.exists(os.path.join(path, f)) for f in ("dataset_info.json", "dataset_dict.json")):
         manifest = next((os.path.join(path, m) for m in _MANIFEST_NAMES if os.path.isfile(os.path.join(path, m))), None)
         if manifest is not None:
-            rows, base, is_manifest = _table_rows(manifest)
+            rows, base, is_manifest = _table_rows(manifest, encoding)
             source = manifest
         else:
             rows, base, is_manifest, source = _folder_rows(path), path, False, path
@@ -219,7 +220,7 @@ def load_audio_examples(path: str, audio_column: str = "audio", label_column: Op
     elif not os.path.exists(path) and os.path.splitext(path)[1].lower() in AUDIO_EXTENSIONS:
         raise DataError(f"{path}: file not found")
     else:
-        rows, base, is_manifest = _table_rows(path)
+        rows, base, is_manifest = _table_rows(path, encoding)
         source = path
     if not rows or len(next(iter(rows.values()))) == 0:
         raise DataError(f"{source}: no rows")

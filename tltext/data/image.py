@@ -90,8 +90,8 @@ def _to_rgb(value: Any, where: str, base_dir: str) -> Tuple[Image.Image, Optiona
 
 
 def _from_table(path: str, image_column: str, label_column: Optional[str], require_labels: bool,
-                split: Optional[str]) -> Examples:
-    ds = load_table(path, split=split)
+                split: Optional[str], encoding: Optional[str] = None) -> Examples:
+    ds = load_table(path, split=split, encoding=encoding)
     if len(ds) == 0:
         raise DataError(f"{path}: no rows")
     col = image_column
@@ -123,10 +123,13 @@ def _from_table(path: str, image_column: str, label_column: Optional[str], requi
 
 
 def load_image_examples(path: str, image_column: str = "image", label_column: Optional[str] = "label",
-                        require_labels: bool = True, split: Optional[str] = None) -> Examples:
-    """Images as RGB PIL images (loaded eagerly) with raw labels (str or int)."""
+                        require_labels: bool = True, split: Optional[str] = None,
+                        encoding: Optional[str] = None) -> Examples:
+    """Images as RGB PIL images (loaded eagerly) with raw labels (str or int).
+
+    ``encoding``: of a CSV/JSON(L) manifest (default UTF-8)."""
     is_saved = os.path.isdir(path) and any(
         os.path.exists(os.path.join(path, f)) for f in ("dataset_info.json", "dataset_dict.json"))
     if os.path.isdir(path) and not is_saved:
         return _from_folder(path, require_labels)
-    return _from_table(path, image_column, label_column, require_labels, split)
+    return _from_table(path, image_column, label_column, require_labels, split, encoding)

@@ -42,8 +42,15 @@ def parse_rename(spec: Optional[str]) -> Dict[str, str]:
 
 
 def load_examples(modality: str, path: str, data_args: Any, require_labels: bool = True,
-                  filter_spec: Optional[str] = None, sampling_rate: Optional[int] = None) -> Examples:
-    ex = _load(modality, path, data_args, require_labels, filter_spec, sampling_rate)
+                  filter_spec: Optional[str] = None, sampling_rate: Optional[int] = None,
+                  encoding: Optional[str] = None) -> Examples:
+    """Examples of ``modality`` from ``path``, filtered and with labels renamed.
+
+    ``encoding``: of CSV/TSV/JSON(L) tables (default: ``data_args.encoding`` if the
+    arguments have one, else UTF-8). Raises ``DataError`` for unreadable data."""
+    if encoding is None:
+        encoding = getattr(data_args, "encoding", None)
+    ex = _load(modality, path, data_args, require_labels, filter_spec, sampling_rate, encoding)
     ren = parse_rename(getattr(data_args, "label_rename", None))
     if ren and ex.labels is not None:
         ex.labels = [ren.get(str(v), v) for v in ex.labels]
@@ -51,13 +58,14 @@ def load_examples(modality: str, path: str, data_args: Any, require_labels: bool
 
 
 def _load(modality: str, path: str, data_args: Any, require_labels: bool = True,
-          filter_spec: Optional[str] = None, sampling_rate: Optional[int] = None) -> Examples:
+          filter_spec: Optional[str] = None, sampling_rate: Optional[int] = None,
+          encoding: Optional[str] = None) -> Examples:
     flt = parse_filter(filter_spec)
     if modality == "text":
         from .tables import load_table
         from .text import examples_from_table
 
-        ds = load_table(path)
+        ds = load_table(path, encoding=encoding)
         if flt:
             ds = _filter_table(path, ds, flt)
         return examples_from_table(ds, path, data_args.text_column, data_args.label_column, require_labels)
@@ -65,11 +73,12 @@ def _load(modality: str, path: str, data_args: Any, require_labels: bool = True,
         from .audio import load_audio_examples
 
         return load_audio_examples(path, audio_column=data_args.audio_column, label_column=data_args.label_column,
-                                   sampling_rate=sampling_rate or 16000, require_labels=require_labels, filter=flt)
+                                   sampling_rate=sampling_rate or 16000, require_labels=require_labels, filter=flt,
+                                   encoding=encoding)
     if modality == "image":
         from .image import load_image_examples
 
         ex = load_image_examples(path, image_column=data_args.image_column, label_column=data_args.label_column,
-                                 require_labels=require_labels)
+                                 require_labels=require_labels, encoding=encoding)
         return ex
     raise ValueError(f"unknown modality {modality!r}")

@@ -8,8 +8,9 @@ from .tables import load_table
 
 
 def load_text_examples(path: str, text_column: str = "text", label_column: Optional[str] = "label",
-                       require_labels: bool = True, split: Optional[str] = None) -> Examples:
-    return examples_from_table(load_table(path, split=split), path, text_column, label_column, require_labels)
+                       require_labels: bool = True, split: Optional[str] = None,
+                       encoding: Optional[str] = None) -> Examples:
+    return examples_from_table(load_table(path, split=split, encoding=encoding), path, text_column, label_column, require_labels)
 
 
 def examples_from_table(ds, path: str, text_column: str = "text", label_column: Optional[str] = "label",

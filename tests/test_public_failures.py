@@ -1,0 +1,229 @@
+"""Failures users met in public runs, each fixed at its source:
+
+* a length flag longer than the model's position table (``--max_seq_length 1024``
+  on a 512-position MiniLM crashed mid-training with a tensor-size mismatch): it is
+  clamped at load time with a one-line warning; a wrong ``--image_size`` for a ViT
+  is a one-line error naming the flag;
+* a CSV in cp1252 gave only "DatasetGenerationError: An error occurred while
+  generating the dataset": now the first non-UTF-8 byte, its line and offset, and
+  the ``encoding`` option that reads the file;
+* random weights (a torchvision name without weights, a speech ``--model_config``)
+  are marked ``pretrained_weights_loaded = False``.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import tempfile
+import types
+import warnings
+
+import pytest
+import torch
+
+from tltext.backbones import TextBackbone, load_backbone
+from tltext.data import DataError, load_table
+from tltext.data import tables
+from tltext.data.load import load_examples
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+
+ROWS = [("great coffee at the café", "pos"), ("awful service", "neg"), ("loved the crème brûlée", "pos"),
+        ("cold food", "neg")]
+
+
+def _csv(path, encoding: str) -> str:
+    path.write_bytes(("text,label\n" + "".join(f"{t},{l}\n" for t, l in ROWS)).encode(encoding))
+    return str(path)
+
+
+def _temp_copies() -> set:
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "tltext-utf8-*")))
+
+
+# ------------------------------------------------------------------ 1. length flags
+def test_max_seq_length_clamped_to_model_positions(minilm_path):
+    with pytest.warns(UserWarning, match=r"--max_seq_length 1024 exceeds the model's 512 positions .*: clamped to 512"):
+        bb = TextBackbone.from_pretrained(minilm_path, max_length=1024)
+    assert bb.max_length == 512 and bb.config_dict()["max_length"] == 512
+    text = " ".join(["word"] * 1000)
+    batch = bb.collate([text, "short"])
+    assert batch["input_ids"].shape[1] == 512
+    with torch.no_grad():
+        assert bb.eval()(**batch).shape == (2, 384)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # within the limit: no warning
+        assert TextBackbone.from_pretrained(minilm_path, max_length=512).max_length == 512
+
+
+def test_position_offset_and_saved_length(minilm_path, tiny_bert_dir):
+    """RoBERTa counts positions from padding_idx + 1: 34 embeddings hold 32 tokens.
+    A clamped length is saved, so a reload is silent."""
+    from transformers import AutoTokenizer, RobertaConfig, RobertaModel
+
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    cfg = RobertaConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=34, pad_token_id=1)  # as RoBERTa
+    with pytest.warns(UserWarning, match=r"--max_seq_length 64 exceeds the model's 32 positions \(roberta "
+                                         r"max_position_embeddings=34 minus 2 reserved\): clamped to 32"):
+        rob = TextBackbone(RobertaModel(cfg), tok, max_length=64)
+    with torch.no_grad():
+        assert rob.eval()(**rob.collate([" ".join(["word"] * 100)])).shape == (1, 32)
+
+    with pytest.warns(UserWarning, match="200 exceeds the model's 128 positions"):
+        bb = TextBackbone.from_pretrained(tiny_bert_dir, max_length=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = TextBackbone.from_config_dict(bb.config_dict(), preprocessor_dir=tiny_bert_dir)
+    assert again.max_length == 128
+    with pytest.raises(ValueError, match="--max_seq_length 0: expected a positive number of tokens"):
+        TextBackbone.from_pretrained(tiny_bert_dir, max_length=0)
+
+
+def test_image_size_checked_against_vit_positions(tmp_path):
+    from torchvision import models
+
+    from tltext.backbones.image import ImageBackbone, _load_local_weights
+
+    tiny = {"patch_size": 8, "num_layers": 1, "num_heads": 2, "hidden_dim": 16, "mlp_dim": 16}
+    with pytest.raises(ValueError, match=r"built for image_size=32, not 64 .*pass --image_size 32"):
+        ImageBackbone(models.VisionTransformer(image_size=32, **tiny), "vision_transformer", image_size=64)
+    with pytest.raises(ValueError, match="--image_size 0: expected a positive size"):
+        load_backbone("image", "resnet18", image_size=0)
+    torch.save(models.VisionTransformer(image_size=32, **tiny).state_dict(), tmp_path / "vit32.pth")
+    with pytest.raises(ValueError, match=r"--image_size 48: .*vit32.pth holds vision_transformer weights for "
+                                         r"image_size 32 \(16 patch positions\); pass --image_size 32"):
+        _load_local_weights(models.VisionTransformer(image_size=48, **tiny), str(tmp_path / "vit32.pth"),
+                            "vision_transformer")
+    _load_local_weights(models.VisionTransformer(image_size=32, **tiny), str(tmp_path / "vit32.pth"),
+                        "vision_transformer")
+
+
+# ------------------------------------------------------------------ 2. file encodings
+def test_cp1252_csv_names_the_byte_and_reads_with_encoding(tmp_path):
+    path = _csv(tmp_path / "books.csv", "cp1252")
+    offset = len("text,label\ngreat coffee at the caf".encode())
+    with pytest.raises(DataError) as e:
+        load_table(path)
+    assert str(e.value) == (f"{path}: not UTF-8 text (byte 0xe9 at line 2, byte offset {offset}); "
+                            "re-save it as UTF-8 or pass --encoding cp1252")
+    before = _temp_copies()
+    ds = load_table(path, encoding="cp1252")
+    assert ds["text"] == [t for t, _ in ROWS] and ds["label"] == [l for _, l in ROWS]
+    assert _temp_copies() == before  # the UTF-8 copy is gone
+    assert load_table(_csv(tmp_path / "utf8.csv", "utf-8"), encoding="utf8")["text"][2] == ROWS[2][0]
+
+
+def test_encoding_errors_for_jsonl_and_bad_names(tmp_path):
+    p = tmp_path / "reviews.jsonl"
+    p.write_bytes("".join(json.dumps({"text": t, "label": l}, ensure_ascii=False) + "\n"
+                          for t, l in ROWS).encode("latin-1"))
+    offset = len('{"text": "great coffee at the caf')
+    with pytest.raises(DataError, match=rf"reviews.jsonl: not UTF-8 text \(byte 0xe9 at line 1, byte offset {offset}\)"):
+        load_table(str(p))
+    assert load_table(str(p), encoding="latin-1")["text"][0] == ROWS[0][0]
+    with pytest.raises(DataError, match="--encoding klingon: unknown text encoding"):
+        load_table(str(p), encoding="klingon")
+    u16 = tmp_path / "u16.csv"
+    u16.write_bytes(("text,label\n" + "".join(f"{t},{l}\n" for t, l in ROWS)).encode("utf-16"))
+    with pytest.raises(DataError, match=r"byte 0xff at line 1, byte offset 0\); .*--encoding utf-16$"):
+        load_table(str(u16))
+    assert load_table(str(u16), encoding="utf-16")["label"] == [l for _, l in ROWS]
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"text,label\nok,pos\n\x81\x8d,neg\n")  # cp1252 leaves 0x81 undefined
+    before = _temp_copies()
+    with pytest.raises(DataError, match=r"bad.csv: not cp1252 text \(byte 0x81 at line 3, byte offset 18\)"):
+        load_table(str(bad), encoding="cp1252")
+    assert _temp_copies() == before
+
+
+def test_decode_position_across_chunk_boundaries(tmp_path, monkeypatch):
+    """Multi-byte characters split between chunks are fine; the offset stays exact."""
+    text = "é" * 9 + "\nab€\n" + "ü" * 5
+    data = text.encode() + b"\xe9xyz"
+    (tmp_path / "t.csv").write_bytes(data)
+    for size in (1, 2, 3, 5, 7):
+        monkeypatch.setattr(tables, "_CHUNK", size)
+        with pytest.raises(DataError, match=rf"byte 0xe9 at line 3, byte offset {len(text.encode())}\)"):
+            tables._check_decodes(str(tmp_path / "t.csv"), "utf-8")
+    truncated = tmp_path / "cut.csv"
+    truncated.write_bytes("text\nabc".encode() + "é".encode()[:1])
+    with pytest.raises(DataError, match=r"byte 0xc3 at line 2, byte offset 8\)"):
+        tables._check_decodes(str(truncated), "utf-8")
+
+
+def test_datasets_failure_reports_the_innermost_cause(tmp_path):
+    p = tmp_path / "garbage.jsonl"
+    p.write_text('{"text": "ok", "label": "pos"}\n{not json at all\n')
+    with pytest.raises(DataError) as e:
+        load_table(str(p))
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: cannot read as JSONL (") and "\n" not in msg
+    assert "DatasetGenerationError" not in msg and "An error occurred while generating" not in msg
+    assert "JSON parse error" in msg  # pyarrow's error, not that of datasets' pandas retry
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("text,label\nok,pos\n" + "a,b,c,d\n" * 3)
+    with pytest.raises(DataError, match=r"ragged.csv: cannot read as CSV \(ParserError: .*line 3"):
+        load_table(str(ragged))
+
+    try:
+        try:
+            raise KeyError("'text'")
+        except KeyError as inner:
+            raise RuntimeError("wrapper") from inner
+    except RuntimeError as outer:
+        try:
+            raise ValueError("") from outer  # no message: the cause's message is used
+        except ValueError as top:
+            assert tables._cause(top) == "KeyError: \"'text'\""
+    try:
+        try:
+            raise OSError("fallback failed")
+        except OSError:
+            raise ValueError("the real error")  # implicit context: a failed fallback, not a cause
+    except ValueError as v:
+        assert tables._cause(v) == "ValueError: the real error"
+
+
+def test_load_examples_threads_the_encoding(tmp_path):
+    path = _csv(tmp_path / "train.csv", "cp1252")
+    args = types.SimpleNamespace(text_column="text", label_column="label")
+    with pytest.raises(DataError, match="not UTF-8 text"):
+        load_examples("text", path, args)
+    assert load_examples("text", path, args, encoding="cp1252").inputs[0] == ROWS[0][0]
+    args.encoding = "cp1252"  # once --encoding is a DataArguments field
+    assert load_examples("text", path, args).inputs[2] == ROWS[2][0]
+
+
+def test_recipe_prints_one_line_for_a_cp1252_csv(tmp_path, tiny_bert_dir, capsys):
+    from tltext.experiment import main
+
+    path = _csv(tmp_path / "books.csv", "cp1252")
+    rc = main("text", ["--model_name_or_path", tiny_bert_dir, "--train_file", path, "--output_dir",
+                       str(tmp_path / "out"), "--tuning", "frozen", "--num_train_epochs", "1", "--disable_tqdm",
+                       "--report", "False"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert rc == 2 and len(err) == 1
+    assert "books.csv: not UTF-8 text (byte 0xe9 at line 2" in err[0] and "--encoding cp1252" in err[0]
+
+
+# ------------------------------------------------------------------ 3. random weights
+def test_pretrained_weights_loaded_flag(minilm_path, tmp_path):
+    from torchvision import models
+
+    from tltext.backbones.base import Backbone
+
+    assert Backbone.pretrained_weights_loaded is True
+    assert load_backbone("image", "resnet18", image_size=32).pretrained_weights_loaded is False
+    torch.save(models.resnet18().state_dict(), tmp_path / "r18.pth")
+    assert load_backbone("image", "resnet18", image_size=32,
+                         weights_path=str(tmp_path / "r18.pth")).pretrained_weights_loaded is True
+    assert TextBackbone.from_pretrained(minilm_path).pretrained_weights_loaded is True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        tiny = load_backbone("speech", "", model_config="tiny")
+        assert tiny.pretrained_weights_loaded is False
+        tiny.encoder.save_pretrained(tmp_path / "speech")
+        tiny.save_preprocessor(str(tmp_path / "speech"))
+        assert load_backbone("speech", str(tmp_path / "speech")).pretrained_weights_loaded is True
