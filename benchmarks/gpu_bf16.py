@@ -46,12 +46,13 @@ def bare_loop(model_dir: str, tokenizer, a, device_ok: bool) -> dict:
 
     from tltext.backbones import TextBackbone
     from tltext.modeling import TltextModel
+    from tltext.objectives import ObjectiveSet, ObjectiveSetup
     from tltext.training.objective import TrainingModule
 
     acc = Accelerator(mixed_precision="bf16", cpu=not device_ok)
     bb = TextBackbone.from_pretrained(model_dir, max_length=a.seq_len)
     model = TltextModel.from_backbone(bb, {"neg": 0, "pos": 1})
-    tm = TrainingModule(model)
+    tm = TrainingModule(model, ObjectiveSet("erm", ObjectiveSetup(feature_dim=model.feature_dim, num_classes=2)))
     opt = torch.optim.AdamW([p for p in tm.parameters() if p.requires_grad], lr=5e-5, fused=device_ok)
     tm, opt = acc.prepare(tm, opt)
     texts = synthetic_texts(tokenizer, a.batch_size, a.seq_len, seed=1)
@@ -64,7 +65,7 @@ def bare_loop(model_dir: str, tokenizer, a, device_ok: bool) -> dict:
         if i == a.warmup:
             sync()
             t_warm = time.perf_counter()
-        out = tm(batch, labels, a.batch_size)
+        out = tm(batch, labels, a.batch_size, 0, i / a.steps)
         acc.backward(out["loss"])
         opt.step()
         opt.zero_grad(set_to_none=True)

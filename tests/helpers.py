@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from tltext import experiment
+from tltext import experiment, trainer
 
 POS = ["great product works well", "love it very good", "excellent and great", "good value love",
        "works great", "very good indeed", "really love this", "great great great"]
@@ -32,12 +32,12 @@ def write_domains(d: Path, names=("src", "tgt"), n_each: int = 8, repeat: int = 
 def run_and_capture(monkeypatch, modality: str, argv):
     """Run a recipe; keep what it computed on its test split (raw inputs, labels, logits, label names)."""
     seen = {}
-    original = experiment._post_run_hooks
+    original = trainer.default_callbacks
 
-    def capture(r, res, out, splits):
-        seen.update(inputs=list(splits["test"]["inputs"]), labels=list(splits["test"]["labels"]),
-                    logits=out["test_logits"].clone(), names=list(out["label_names"]))
-        return original(r, res, out, splits)
+    class Capture(trainer.TrainerCallback):
+        def on_train_end(self, result, arts):
+            seen.update(inputs=list(arts.raw_inputs["test"]), labels=list(arts.labels["test"]),
+                        logits=arts.logits["test"].clone(), names=list(arts.label_names))
 
-    monkeypatch.setattr(experiment, "_post_run_hooks", capture)
+    monkeypatch.setattr(trainer, "default_callbacks", lambda t: original(t) + [Capture()])
     return experiment.parse_and_run(modality, argv), seen

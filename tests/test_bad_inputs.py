@@ -83,7 +83,7 @@ def files(tmp_path_factory):
 # {out} = a fresh output dir, {bert} = the tiny BERT, other {keys} = files above
 TEXT = ["--model_name_or_path", "{bert}", "--output_dir", "{out}", "--tuning", "frozen", "--num_train_epochs", "1",
         "--disable_tqdm", "--report", "False"]
-SPEECH = ["--model_config", "tiny", "--output_dir", "{out}", "--tuning", "frozen", "--num_train_epochs", "1",
+SPEECH = ["--model_config", "tiny", "--allow_random_weights", "--output_dir", "{out}", "--tuning", "frozen", "--num_train_epochs", "1",
           "--validation_split_percentage", "0", "--disable_tqdm", "--report", "False"]
 CASES = [
     ("missing train file", "text", TEXT + ["--train_file", "{dir}/nope.jsonl"], ["nope.jsonl", "file not found"]),

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tltext.strategies import DomainAdversarialLoss, MultipleKernelMMD, dann_coefficient
+from tltext.objectives.dann import DomainAdversarialLoss, dann_coefficient
+from tltext.objectives.mmd import MultipleKernelMMD
 
 DIM, STEPS, BATCH = 10, 300, 64
 

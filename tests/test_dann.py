@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tltext.strategies import (DomainAdversarialLoss, DomainDiscriminator, GradientReverseLayer,
+from tltext.objectives.dann import (DomainAdversarialLoss, DomainDiscriminator, GradientReverseLayer,
                                dann_coefficient, grad_reverse)
 
 

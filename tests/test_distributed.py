@@ -291,7 +291,7 @@ def test_prototypes_use_every_process_support_set(job, tuning):
     import tltext  # noqa: F401
     from transformers import AutoModelForSequenceClassification
 
-    from tltext.strategies.prototypical import class_prototypes, prototype_linear_head
+    from tltext.objectives.prototypes import class_prototypes, prototype_linear_head
 
     d = job["dir"]
     model = AutoModelForSequenceClassification.from_pretrained(d / "two" / f"prototypes-{tuning}" / "model").eval()
@@ -308,7 +308,7 @@ def test_prototypes_use_every_process_support_set(job, tuning):
 
 
 def test_two_process_resume_is_exact(job):
-    """Resumed at step 9 (epoch 1 of 8-step epochs, both groups unfrozen: DDP re-wrapped)."""
+    """Resumed at step 9 (epoch 1 of 8-step epochs, both groups unfrozen inside the one DDP wrapper)."""
     from safetensors.torch import load_file
 
     d = job["dir"] / "two"
@@ -318,7 +318,7 @@ def test_two_process_resume_is_exact(job):
     assert a["test"] == b["test"]
     wa, wb = load_file(str(d / "resume-ref" / "model" / "model.safetensors")), load_file(str(d / "resumed" / "model" / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert job["record"]["resumed"]["ddp_wraps"] == 2
+    assert job["record"]["resumed"]["ddp_wraps"] == 1
 
 
 def test_ddp_without_find_unused_parameters(job):
@@ -330,7 +330,7 @@ def test_ddp_without_find_unused_parameters(job):
             assert r["ddp_wraps"] == 0, name  # evaluation never wraps the model
     for obj in OBJECTIVES:
         assert rec[f"{obj}-partial"]["ddp_wraps"] == 1
-        assert rec[f"{obj}-gradual"]["ddp_wraps"] == 2  # epoch 1 unfreezes the second group: one re-wrap
+        assert rec[f"{obj}-gradual"]["ddp_wraps"] == 1  # epoch 1 unfreezes a group inside the one wrapper (inactive grads masked)
     # full tuning of a speech encoder whose layers are dropped at random trained on 2 processes
     sp = _results(job["dir"] / "two" / "speech")
     assert sp["num_processes"] == 2 and sp["timing"]["train_steps"] > 0

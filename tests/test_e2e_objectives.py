@@ -37,12 +37,12 @@ def test_objective_x_tuning(objective, tuning, toy, tiny_bert_dir, tmp_path):
     assert len(res["history"]) == 2
     h = res["history"][-1]
     if objective == "dann":
-        assert 0.0 <= h["disc_acc"] <= 1.0 and "da" in h
-        assert 0 < h["da_coeff"] <= 1.0
+        assert 0.0 <= h["dann/disc_acc"] <= 1.0 and "dann" in h
+        assert 0 < h["dann/coeff"] <= 1.0
     if objective == "mmd":
-        assert "da" in h and h["da_coeff"] == 1.0
+        assert "mmd" in h and h["mmd/coeff"] == 1.0
     if objective == "prototypes":
-        assert 0.0 <= h["episode_acc"] <= 1.0
+        assert 0.0 <= h["prototypes/episode_acc"] <= 1.0
     # training-only modules never reach the exported model
     with safe_open(str(out / "model" / "model.safetensors"), "pt") as f:
         keys = list(f.keys())

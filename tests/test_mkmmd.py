@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from tltext.strategies import MultipleKernelMMD, dann_coefficient, mk_mmd2, mmd_warmup_weight
+from tltext.objectives.dann import dann_coefficient
+from tltext.objectives.mmd import MultipleKernelMMD, mk_mmd2, mmd_warmup_weight
 
 
 def numpy_mk_mmd2(x, y, num_kernels=5, kernel_mul=2.0, bandwidth=None):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from tltext.strategies.prototypical import (
+from tltext.objectives.prototypes import (
     EpisodeSampler,
     PrototypicalLoss,
     class_prototypes,

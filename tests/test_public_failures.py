@@ -227,3 +227,24 @@ def test_pretrained_weights_loaded_flag(minilm_path, tmp_path):
         tiny.encoder.save_pretrained(tmp_path / "speech")
         tiny.save_preprocessor(str(tmp_path / "speech"))
         assert load_backbone("speech", str(tmp_path / "speech")).pretrained_weights_loaded is True
+
+
+def test_frozen_or_partial_on_random_weights_is_refused_in_one_line(tmp_path, capsys):
+    """No torchvision weights offline: resnet18 is random. Freezing it is an error naming
+    the flag, unless --allow_random_weights; --tuning full is fine."""
+    from tltext.experiment import main
+
+    src = tmp_path / "src"
+    for label in ("a", "b"):
+        (src / label).mkdir(parents=True)
+        for i in range(3):
+            from PIL import Image
+            Image.new("RGB", (8, 8), (i * 40, 0, 0) if label == "a" else (0, 0, i * 40)).save(src / label / f"{i}.png")
+    base = ["--model_name_or_path", "resnet18", "--image_size", "32", "--train_dir", str(src), "--output_dir",
+            str(tmp_path / "out"), "--disable_tqdm", "--report", "False", "--validation_split_percentage", "0"]
+    for tuning in ("frozen", "partial"):
+        rc = main("image", base + ["--tuning", tuning])
+        err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
+        assert rc == 2 and len(err) == 1
+        assert "--model_name_or_path resnet18: no pretrained weights" in err[0] and "--allow_random_weights" in err[0]
+    assert not (tmp_path / "out").exists()

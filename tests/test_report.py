@@ -92,12 +92,12 @@ def test_many_class_confusion_and_empty_history(tmp_path):
 
 
 def test_target_points_take_test_labels_only_for_the_same_file():
-    from tltext.args import DataArguments
-    from tltext.experiment import Splits
+    from types import SimpleNamespace
 
-    splits = Splits()
-    splits.add("test", ["a", "b", "c"], [0, 1, 0], "k.jsonl")
-    splits.add("target", ["a", "b", "c"], None, "k.jsonl")
+    from tltext.args import DataArguments
+
+    splits = SimpleNamespace(inputs={"test": ["a", "b", "c"], "target": ["a", "b", "c"]},
+                             labels={"test": [0, 1, 0], "target": None})
     same = DataArguments(test_file="k.jsonl", target_file="k.jsonl")
     assert report._target_labels_from_test(same, splits) == [0, 1, 0]
     assert report._target_labels_from_test(DataArguments(test_file="k.jsonl", target_file="u.jsonl"), splits) is None

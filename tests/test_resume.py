@@ -134,7 +134,7 @@ def test_resume_from_each_kind_of_checkpoint(case, data, tiny_bert_dir, tmp_path
 
 
 def test_checkpoint_writes_are_atomic_and_checked(data, tiny_bert_dir, tmp_path, capsys):
-    extra = ["--tuning", "frozen", "--num_train_epochs", "2", "--per_device_train_batch_size", "16",
+    extra = ["--tuning", "frozen", "--linear_probe", "False", "--num_train_epochs", "2", "--per_device_train_batch_size", "16",
              "--checkpointing_steps", "3"]
     out = tmp_path / "run"
     parse_and_run("text", _args(data, tiny_bert_dir, out, *extra))

@@ -67,7 +67,7 @@ def test_speech_roundtrip(monkeypatch, tmp_path):
     (tmp_path / "m.csv").write_text("audio,label\n" + "\n".join(rows) + "\n")
     out = tmp_path / "out"
     res, seen = run_and_capture(monkeypatch, "speech", [
-        "--model_config", "tiny", "--train_file", str(tmp_path / "m.csv"), "--test_file", str(tmp_path / "m.csv"),
+        "--model_config", "tiny", "--allow_random_weights", "--train_file", str(tmp_path / "m.csv"), "--test_file", str(tmp_path / "m.csv"),
         "--target_file", str(tmp_path / "m.csv"), "--objective", "mmd", "--tuning", "frozen",
         "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), *COMMON])
     model = _check_saved(out / "model", AutoModelForAudioClassification, "input_values")

@@ -53,20 +53,22 @@ def test_two_pass_da_step_equals_one_joint_pass(tiny_bert_dir, objective):
     """Text is padding-invariant, so the engine encodes source and target apart
     (each padded to its own length); loss and gradients must match the joint pass."""
     from tltext.modeling import TltextModel
-    from tltext.training.objective import TrainingModule, build_loss_module
+    from tltext.objectives import ObjectiveSet, ObjectiveSetup
+    from tltext.training.objective import TrainingModule
 
     torch.manual_seed(0)
     bb = TextBackbone.from_pretrained(tiny_bert_dir)
     assert bb.padding_invariant
     model = TltextModel.from_backbone(bb, {"neg": 0, "pos": 1}, adapter_dim=8)
-    tm = TrainingModule(model, objective, build_loss_module(objective, model.config.adapter_dim or bb.hidden_size)).eval()
+    setup = ObjectiveSetup(feature_dim=model.feature_dim, num_classes=2)
+    tm = TrainingModule(model, ObjectiveSet(objective, setup)).eval()
     src = ["short", "a rather longer source sentence with many more tokens in it"]
     tgt = ["tiny", "mid length target", "x"]
     labels = torch.tensor([0, 1, -1, -1, -1])
     runs = []
     for inputs in ({"parts": [bb.collate(src), bb.collate(tgt)]}, bb.collate(src + tgt)):
         tm.zero_grad()
-        out = tm(inputs, labels, len(src), 0.7)
+        out = tm(inputs, labels, len(src), len(tgt), 0.7)
         out["loss"].backward()
         runs.append((out["loss"].item(), [p.grad.clone() for p in tm.parameters() if p.grad is not None]))
     assert bb.collate(tgt)["input_ids"].shape[1] < bb.collate(src + tgt)["input_ids"].shape[1]

@@ -2,7 +2,7 @@ import pytest
 
 from tltext.backbones import TextBackbone
 from tltext.modeling import TltextModel
-from tltext.strategies.tuning import plan_tuning
+from tltext.training.tuning import plan_tuning
 
 
 @pytest.fixture()

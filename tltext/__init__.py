@@ -5,4 +5,18 @@ __version__ = "0.1.0"
 
 register_auto_classes()
 
-__all__ = ["TltextConfig", "TltextModel", "__version__"]
+
+def __getattr__(name: str):  # the Trainer API loads accelerate/datasets only when used
+    if name == "Trainer":
+        from .trainer import Trainer
+
+        return Trainer
+    if name in ("TrainArguments", "ModelArguments", "DataArguments"):
+        from . import args
+
+        return getattr(args, name)
+    raise AttributeError(f"module 'tltext' has no attribute {name!r}")
+
+
+__all__ = ["TltextConfig", "TltextModel", "Trainer", "TrainArguments", "ModelArguments", "DataArguments",
+           "__version__"]

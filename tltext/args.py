@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from . import objectives
+
 TUNINGS = ("frozen", "partial", "full")
-OBJECTIVES = ("erm", "dann", "mmd", "prototypes")
 
 
 @dataclass
@@ -20,8 +21,10 @@ class ModelArguments:
     unfreeze_top_k: int = field(default=2, metadata={"help": "partial: number of top layer groups to train."})
     layerwise_lr_decay: float = field(default=1.0, metadata={"help": "Layer i from the top gets lr * g^i."})
     gradual_unfreeze: bool = field(default=False, metadata={"help": "Unfreeze one more group per epoch, top down."})
-    objective: str = field(default="erm", metadata={"help": "erm | dann | mmd | prototypes."})
-    da_weight: float = field(default=1.0, metadata={"help": "Weight of the DANN / MMD term."})
+    objective: str = field(default="erm", metadata={"help": "One registered objective, or several with weights "
+                           "joined by '+' (e.g. mmd:0.5+mcc). Registered: " + objectives.help_text()})
+    da_weight: Optional[float] = field(default=None, metadata={"help": "Weight of every objective term given without "
+                                       "NAME:WEIGHT (default: each objective's own, 1.0 for dann/mmd/cdan/mcc)."})
     da_warmup_ratio: float = field(default=0.0, metadata={"help": "MMD: linear ramp of the weight over this fraction of training."})
     mmd_kernels: int = field(default=5, metadata={"help": "Number of Gaussian kernels in MK-MMD."})
     discriminator_hidden_dim: int = field(default=256, metadata={"help": "DANN discriminator width."})
@@ -33,6 +36,8 @@ class ModelArguments:
     episodes_per_epoch: int = field(default=100)
     layer_weighting: bool = field(default=False, metadata={"help": "Speech: learnable weighted sum of hidden layers (SUPERB)."})
     freeze_feature_encoder: bool = field(default=False, metadata={"help": "Speech: keep the CNN feature encoder frozen."})
+    allow_random_weights: bool = field(default=False, metadata={"help": "Allow --tuning frozen/partial on a backbone "
+                                       "with no pretrained weights (random features: rarely what you want)."})
     weights_path: Optional[str] = field(default=None, metadata={"help": "Image: local state dict (or torchvision:WEIGHTS when online)."})
     image_size: int = field(default=224)
     image_hflip: bool = field(default=True, metadata={"help": "Image: random horizontal flips in training (turn off for digits/text)."})
@@ -54,7 +59,10 @@ class DataArguments:
     test_filter: Optional[str] = field(default=None)
     target_filter: Optional[str] = field(default=None)
     label_rename: Optional[str] = field(default=None, metadata={"help": "Rename raw labels in every split, 'zero=0,one=1' (e.g. to match a source corpus)."})
-    max_seq_length: int = field(default=128)
+    max_seq_length: int = field(default=128, metadata={"help": "Tokens per text (longer texts are truncated); "
+                                "clamped, with a warning, to the model's position limit."})
+    encoding: Optional[str] = field(default=None, metadata={"help": "Text encoding of CSV/TSV/JSON(L) files "
+                                    "(default UTF-8), e.g. cp1252 or latin-1."})
     max_duration_seconds: Optional[float] = field(default=None)
     validation_split_percentage: float = field(default=10.0)
     shots_per_class: Optional[int] = field(default=None, metadata={"help": "Build a K-shot training set (stratified, by seed)."})
@@ -72,6 +80,9 @@ class TrainArguments:
     learning_rate: Optional[float] = field(default=None, metadata={"help": "Default 1e-3 for frozen, 5e-5 otherwise."})
     head_learning_rate: Optional[float] = field(default=None, metadata={"help": "Head/adapter/discriminator lr (default: lr if frozen, 10x lr otherwise)."})
     num_train_epochs: float = field(default=3.0)
+    linear_probe: bool = field(default=True, metadata={"help": "--tuning frozen with plain cross-entropy and no adapter: "
+                               "fit the head to convergence as a logistic regression (scikit-learn lbfgs, C chosen on "
+                               "the source validation split) instead of --num_train_epochs of AdamW."})
     max_train_steps: Optional[int] = field(default=None)
     per_device_train_batch_size: int = field(default=32)
     per_device_eval_batch_size: int = field(default=64)

@@ -38,6 +38,7 @@ def main(argv=None) -> int:
               "--tuning frozen --output_dir OUT\n"
               "(--train_file also takes a datasets name, e.g. --train_file imdb).", file=sys.stderr)
         return 2
+    from . import objectives
     from .experiment import parse_and_run
 
     runs = RUNS + ([] if a.no_da else DA_RUNS)
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
         argv_run = ["--train_file", books, "--test_file", kitchen, "--output_dir", out, "--overwrite_output_dir",
                     "--seed", a.seed, "--max_seq_length", a.max_seq_length, "--disable_tqdm", "--report", "False",
                     "--per_device_train_batch_size", "32"] + flags
-        if "dann" in flags or "mmd" in flags:
+        if objectives.needs_target(flags[flags.index("--objective") + 1]):
             argv_run += ["--target_file", kitchen]
         t0 = time.perf_counter()
         res = parse_and_run("text", argv_run)

@@ -158,40 +158,46 @@ def push(path: str, repo_id: str, private: bool = False, token: Optional[str] = 
             "files": [rel for _, rel in plan]}
 
 
-def after_run(r, res: Dict[str, Any], out: Dict[str, Any], splits) -> None:
-    """Post-training hook: write the card; push when ``--push_to_hub``. Failures become
-    warnings in ``res`` (the run's results are never lost)."""
-    if not r.acc.is_main_process:
+def after_run(result, arts) -> None:
+    """Post-training step (``ModelCardCallback``): write the card; push when
+    ``--push_to_hub``. Failures become warnings in ``result`` (the run's results are
+    never lost); a push adds ``result.extra["hub"]``."""
+    if not arts.is_main_process:
         return
-    t = r.t
+    t = arts.train_args
+    res = result.as_dict()
     model_dir = os.path.join(t.output_dir, "model")
     push_to_hub = bool(getattr(t, "push_to_hub", False))
     token = getattr(t, "hub_token", None)
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         if push_to_hub:
-            _warn(res, "--push_to_hub: no saved model to push (--save_model False)", token)
+            _warn(result, "--push_to_hub: no saved model to push (--save_model False)", token)
         return
     try:
         write_model_card(model_dir, res, repo_id=t.hub_model_id if push_to_hub else None, out_dir=t.output_dir)
     except Exception as e:  # noqa: BLE001 - the model is saved; keep the run's results
-        _warn(res, f"model card not written ({type(e).__name__}: {e})", token)
+        _warn(result, f"model card not written ({type(e).__name__}: {e})", token)
     if not push_to_hub:
         return
     try:
         token = resolve_token(token)
         info = push(t.output_dir, t.hub_model_id, private=t.hub_private_repo, token=token, res=res)
     except Exception as e:  # noqa: BLE001
-        _warn(res, f"push to the Hub failed ({type(e).__name__}: {e}); the run is saved in {t.output_dir}: retry "
+        _warn(result, f"push to the Hub failed ({type(e).__name__}: {e}); the run is saved in {t.output_dir}: retry "
                    f"with `tltext push {t.output_dir} --hub_model_id {t.hub_model_id}`", token)
         return
-    res["hub"] = {k: info[k] for k in ("repo_id", "url", "commit_url", "private", "files")}
+    result.extra["hub"] = {k: info[k] for k in ("repo_id", "url", "commit_url", "private", "files")}
     print(f"pushed {len(info['files'])} files to {info['url']}" + (" (private)" if info["private"] else ""), flush=True)
 
 
-def _warn(res: Dict[str, Any], message: str, token: Optional[str]) -> None:
+def _warn(res, message: str, token: Optional[str]) -> None:
+    """Print a warning and add it to ``res`` (a ``RunResult`` or a results dict)."""
     message = scrub(message, token)
     print(f"WARNING: {message}", file=sys.stderr, flush=True)
-    res.setdefault("warnings", []).append(message)
+    if hasattr(res, "warn"):
+        res.warn(message)
+    else:
+        res.setdefault("warnings", []).append(message)
 
 
 def push_main(argv: Optional[List[str]] = None) -> int:

@@ -16,22 +16,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from . import objectives
+
 PIPELINE_TAGS = {"text": "text-classification", "speech": "audio-classification", "image": "image-classification"}
 MODALITY_TAGS = {"text": ["text"], "speech": ["audio", "speech"], "image": ["image"]}
 AUTO_CLASSES = {"text": "AutoModelForSequenceClassification", "speech": "AutoModelForAudioClassification",
                 "image": "AutoModelForImageClassification"}
-OBJECTIVE_TAGS = {"erm": ["erm"], "dann": ["dann", "domain-adaptation"], "mmd": ["mmd", "domain-adaptation"],
-                  "prototypes": ["prototypical-networks", "few-shot"]}
 TUNING_TAGS = {"frozen": "frozen-backbone", "partial": "partial-fine-tuning", "full": "full-fine-tuning"}
-OBJECTIVE_TEXT = {
-    "erm": "supervised training on the labelled source data (empirical risk minimisation)",
-    "dann": "domain-adversarial training (DANN, Ganin et al., JMLR 2016): a gradient-reversed domain "
-            "discriminator makes source and unlabelled target features indistinguishable",
-    "mmd": "multi-kernel MMD alignment (DAN, Long et al., ICML 2015): the loss adds MK-MMD^2 between "
-           "source and unlabelled target features",
-    "prototypes": "prototypical networks (Snell et al., NeurIPS 2017): episodic few-shot training; the "
-                  "linear head holds the class prototypes (nearest-prototype rule)",
-}
 TUNING_TEXT = {"frozen": "frozen backbone (cached embeddings), trained head", "partial": "top layer groups unfrozen",
                "full": "full fine-tuning"}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?")
@@ -47,13 +38,56 @@ _HYPERPARAMETERS = (
     "weight_decay", "warmup_ratio", "lr_scheduler_type", "max_grad_norm", "class_weights", "mixed_precision",
     "early_stopping_patience", "selection", "metric_for_best_model", "seed",
 )
-_ONLY_FOR = {"unfreeze_top_k": ("tuning", ("partial",)), "da_weight": ("objective", ("dann", "mmd")),
-             "da_warmup_ratio": ("objective", ("dann", "mmd")), "mmd_kernels": ("objective", ("mmd",)),
-             "discriminator_hidden_dim": ("objective", ("dann",)), "n_way": ("objective", ("prototypes",)),
-             "k_shot": ("objective", ("prototypes",)), "n_query": ("objective", ("prototypes",)),
-             "episodes_per_epoch": ("objective", ("prototypes",)), "layer_weighting": ("modality", ("speech",)),
+_ONLY_FOR = {"unfreeze_top_k": ("tuning", ("partial",)), "layer_weighting": ("modality", ("speech",)),
              "freeze_feature_encoder": ("modality", ("speech",)), "max_duration_seconds": ("modality", ("speech",)),
              "image_size": ("modality", ("image",)), "max_seq_length": ("modality", ("text",))}
+
+
+def _terms(res: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The objective's terms as results.json lists them (older results: from the registry)."""
+    if res.get("objective_terms"):
+        return list(res["objective_terms"])
+    try:
+        return objectives.describe(res.get("objective", "erm"))
+    except ValueError:
+        return [{"name": res.get("objective", "?"), "weight": None, "paper": "", "description": res.get("objective", "?")}]
+
+
+def objective_options(res: Dict[str, Any]) -> set:
+    """The ``ModelArguments`` fields the run's objective terms read (shown in the card)."""
+    out: set = set()
+    for t in _terms(res):
+        try:
+            out |= set(objectives.get(t["name"]).options)
+        except ValueError:
+            pass
+    return out
+
+
+def objective_text(res: Dict[str, Any]) -> str:
+    parts = []
+    for t in _terms(res):
+        w = f" (weight {t['weight']:g})" if isinstance(t.get("weight"), (int, float)) else ""
+        cite = f" ({t['paper']})" if t.get("paper") else ""
+        parts.append(f"{t['description']}{cite}{w}")
+    return " + ".join(parts)
+
+
+def objective_tags(res: Dict[str, Any]) -> List[str]:
+    tags: List[str] = []
+    for t in _terms(res):
+        try:
+            tags += list(objectives.get(t["name"]).tags) or [t["name"]]
+        except ValueError:
+            tags.append(t["name"])
+    return tags
+
+
+def uses_target(res: Dict[str, Any]) -> bool:
+    try:
+        return objectives.needs_target(res.get("objective", "erm"))
+    except ValueError:
+        return False
 
 
 def is_hub_id(name: Optional[str]) -> bool:
@@ -105,7 +139,7 @@ def _scalars(metrics: Optional[Dict[str, Any]]) -> Dict[str, float]:
 
 def eval_split_title(res: Dict[str, Any]) -> str:
     a = res.get("args", {})
-    return "target test" if (a.get("target_file") or res.get("objective") in ("dann", "mmd")) else "test"
+    return "target test" if (a.get("target_file") or uses_target(res)) else "test"
 
 
 def validation_description(res: Dict[str, Any]) -> str:
@@ -113,7 +147,9 @@ def validation_description(res: Dict[str, Any]) -> str:
     if a.get("validation_file"):
         return _describe_data(a["validation_file"], a.get("validation_filter"))
     pct = a.get("validation_split_percentage")
-    return f"{_describe_data(a.get('train_file'), a.get('train_filter'))}, {pct:g}% held out (stratified)" if pct \
+    vs = res.get("validation_split") or {}
+    how = "stratified" if vs.get("stratified", True) else f"not stratified: {vs.get('reason', '?')}"
+    return f"{_describe_data(a.get('train_file'), a.get('train_filter'))}, {pct:g}% held out ({how})" if pct \
         else _describe_data(a.get("train_file"))
 
 
@@ -142,7 +178,7 @@ def card_data(res: Dict[str, Any], model_name: str) -> ModelCardData:
     objective, tuning = res.get("objective", "erm"), res.get("tuning", "frozen")
     a = res.get("args", {})
     tags = ["tltext", "transfer-learning"] + MODALITY_TAGS.get(modality, [modality])
-    tags += OBJECTIVE_TAGS.get(objective, [objective])
+    tags += objective_tags(res)
     tags += [TUNING_TAGS[tuning]] if tuning in TUNING_TAGS else []
     if a.get("shots_per_class") and "few-shot" not in tags:
         tags.append("few-shot")
@@ -213,10 +249,14 @@ def _hyperparameters(res: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
     if a.get("learning_rate") is None and "learning_rate" in a:
         a["learning_rate"] = "tltext default for this tuning"
     lines = ["| setting | value |", "| --- | --- |"]
+    objective_keys = {o for n in objectives.names() for o in objectives.get(n).options}
+    opts = objective_options(res)
     for k in _HYPERPARAMETERS:
         if k == "pooling" and ctx["modality"] == "image":
             continue
         if k not in a or (k in _ONLY_FOR and ctx.get(_ONLY_FOR[k][0]) not in _ONLY_FOR[k][1]):
+            continue
+        if k in objective_keys and k not in opts:
             continue
         if a[k] is None or (k == "gradual_unfreeze" and not a[k]) or (k == "layerwise_lr_decay" and a[k] == 1.0) \
                 or (k == "da_warmup_ratio" and not a[k]):
@@ -264,7 +304,7 @@ def _limitations(res: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
         which = "target" if eval_split_title(res) == "target test" else "test"
         out.append(f"Model selected without {which} labels ({res.get('selection', 'see results.json')}); the "
                    f"{eval_split_title(res)} numbers are a held-out estimate for that data only.")
-        if a.get("selection") == "source_validation" and res.get("objective") in ("dann", "mmd"):
+        if a.get("selection") == "source_validation" and uses_target(res):
             out.append("Source-validation accuracy can be a weak proxy for target accuracy under domain shift.")
     for w in res.get("warnings", []):
         out.append(f"Warning from the run: {w}")
@@ -325,7 +365,7 @@ def render_card(res: Dict[str, Any], config: Optional[Dict[str, Any]] = None, re
         backbone = f"local checkpoint `{short_path(a.get('model_name_or_path') or res.get('base_model'))}`"
     article = "An" if modality[:1] in "aeiou" else "A"
     body += [f"{article} {modality} classifier trained with tltext on {backbone}: "
-             f"{OBJECTIVE_TEXT.get(objective, objective)}; {TUNING_TEXT.get(tuning, tuning)}.", ""]
+             f"{objective_text(res)}; {TUNING_TEXT.get(tuning, tuning)}.", ""]
     body += ["## Results", ""] + _results_table(res)
     body += ["", f"Model selection: {res.get('selection', '?')}" + (f" (epoch {res['best_epoch']})."
              if res.get("best_epoch") is not None else ".")]

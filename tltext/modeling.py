@@ -79,8 +79,21 @@ class TltextModel(PreTrainedModel):
         pass
 
     @classmethod
-    def from_backbone(cls, backbone: Backbone, label2id: Dict[str, int], adapter_dim: int = 0,
-                      head_dropout: float = 0.1, **extra: Any) -> "TltextModel":
+    def from_backbone(cls, backbone: Any, label2id: Optional[Dict[str, int]] = None, adapter_dim: int = 0,
+                      head_dropout: float = 0.1, num_labels: Optional[int] = None, modality: str = "text",
+                      **extra: Any) -> "TltextModel":
+        """A new model on ``backbone`` (a ``Backbone``, or a local path / Hub id loaded as
+        ``modality``), with a head over ``label2id`` or ``num_labels`` classes
+        (``LABEL_0 ..``; the training data's label names replace them in ``tltext.Trainer``).
+        Raises ValueError when neither labels nor ``num_labels`` are given."""
+        if not isinstance(backbone, Backbone):
+            from .backbones import load_backbone
+
+            backbone = load_backbone(modality, str(backbone))
+        if label2id is None:
+            if not num_labels or num_labels < 1:
+                raise ValueError("TltextModel.from_backbone needs label2id or num_labels >= 1")
+            label2id = {f"LABEL_{i}": i for i in range(int(num_labels))}
         id2label = {i: l for l, i in label2id.items()}
         config = TltextConfig(
             backbone=backbone.config_dict(), adapter_dim=adapter_dim, head_dropout=head_dropout,

@@ -27,6 +27,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from .results import RunArtifacts, RunResult
+
 MAX_POINTS_PER_DOMAIN = 500  # embedded / plotted per domain (t-SNE then sees <= 1000 points)
 TSNE_ITERATIONS = 500
 DPI = 80
@@ -56,62 +58,60 @@ def _subsample(n: int, k: int, seed: int) -> List[int]:
     return sorted(np.random.default_rng(seed).choice(n, k, replace=False).tolist())
 
 
-def report_domains(splits) -> List[Tuple[str, str]]:
+def report_domains(labels: Dict[str, Any]) -> List[Tuple[str, str]]:
     """(display name, split) pairs: source vs target, else train vs test."""
-    if "target" in splits:
+    if "target" in labels:
         return [("source", "train"), ("target", "target")]
-    if "test" in splits:
+    if "test" in labels:
         return [("train", "train"), ("test", "test")]
     return [("train", "train")]
 
 
-def _target_labels_from_test(d, splits) -> Optional[List[int]]:
+def _target_labels_from_test(d, arts: RunArtifacts) -> Optional[List[int]]:
     """The usual DA protocol tests on the very target file: then its labels colour the
     target points (for the picture only; training never sees them)."""
-    if ("test" in splits and d.test_file == d.target_file and d.test_filter == d.target_filter
-            and len(splits["test"]["labels"]) == len(splits["target"]["inputs"])):
-        return splits["test"]["labels"]
+    test, target = arts.labels.get("test"), arts.inputs.get("target")
+    if (test is not None and target is not None and d.test_file == d.target_file and d.test_filter == d.target_filter
+            and len(test) == len(target)):
+        return test
     return None
 
 
-def collect_features(r, out: Dict[str, Any], splits, max_per_domain: int = MAX_POINTS_PER_DOMAIN) -> Dict[str, Any]:
+def collect_features(arts: RunArtifacts, max_per_domain: int = MAX_POINTS_PER_DOMAIN) -> Dict[str, Any]:
     """Backbone embeddings (before) and adapter features (after) of a subsample of
-    each domain. Runs on all processes (``Runner.features`` / ``Engine.infer`` gather)."""
-    model = out["model"]
+    each domain. Runs on all processes (``Predictor`` gathers)."""
+    model, t, m, d = arts.model, arts.train_args, arts.model_args, arts.data_args
     domains, before, after, labels = [], [], [], []
     fresh = None
-    for i, (name, split) in enumerate(report_domains(splits)):
-        x = out["inputs"][split]
-        idx = _subsample(len(x), max_per_domain, r.t.seed + i)
+    for i, (name, split) in enumerate(report_domains(arts.labels)):
+        x = arts.inputs[split]
+        idx = _subsample(len(x), max_per_domain, t.seed + i)
         if torch.is_tensor(x):  # frozen runs: cached backbone embeddings
             sub = x[idx]
             before.append(sub.float().cpu())
         else:  # the backbone was trained: embed with the pretrained one
             sub = [x[j] for j in idx]
             if fresh is None:
-                from .experiment import build_backbone
-
-                fresh = build_backbone(r.modality, r.m, r.d).to(r.acc.device).eval()
-                collate = r.collate_fn(fresh)
-            lengths = [fresh.length(v) for v in sub]
-            before.append(r.engine.infer(lambda b: fresh(**collate(b["raw"], False)), sub, lengths,
-                                         r.t.per_device_eval_batch_size, desc=f"report: embed {name}").float())
-        after.append(r.features(model, sub, f"report: features {name}").float())
-        ys = splits[split]["labels"]
+                if arts.fresh_backbone is None:
+                    raise ValueError("no untrained backbone to embed with")
+                fresh = arts.fresh_backbone()
+            before.append(arts.predictor.embed(fresh, sub, f"report: embed {name}").float())
+        after.append(arts.predictor.features(model, sub, f"report: features {name}").float())
+        ys = arts.labels.get(split)
         if ys is None and split == "target":
-            ys = _target_labels_from_test(r.d, splits)
+            ys = _target_labels_from_test(d, arts)
         labels.append(np.asarray([ys[j] for j in idx]) if ys is not None else np.full(len(idx), -1))
         domains.append(name)
     note = None
     if fresh is not None:
-        if r.m.model_config and not r.m.model_name_or_path:
+        if m.model_config and not m.model_name_or_path:
             note = "built from a config (no pretrained weights): 'before' is a freshly initialised backbone"
         del fresh
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return {"domains": domains, "before": before, "after": after, "labels": labels, "note": note,
-            "target_labels_from_test": "target" in splits and splits["target"]["labels"] is None
-            and _target_labels_from_test(r.d, splits) is not None}
+            "target_labels_from_test": "target" in arts.labels and arts.labels["target"] is None
+            and _target_labels_from_test(d, arts) is not None}
 
 
 def compute_domain_gap(feats: Dict[str, Any], seed: int) -> Dict[str, Any]:
@@ -239,13 +239,23 @@ def plot_confusion(cm: np.ndarray, label_names: List[str], path: str, title: str
     return _save(fig, path)
 
 
-CURVE_PANELS = (
-    ("training loss", (("train_loss", "total"), ("ce", "cross-entropy"), ("da", "DA term"))),
-    ("model selection metric", (("val_metric", "source validation"), ("target_im", "target information max."),
-                                ("oracle_test_metric", "ORACLE target test"))),
-    ("domain-discriminator accuracy", (("disc_acc", "train batches"),)),
-    ("DA coefficient", (("da_coeff", "lambda / weight (end of epoch)"),)),
-)
+_SELECTION_KEYS = (("val_metric", "source validation"), ("target_im", "target information max."),
+                   ("oracle_test_metric", "ORACLE target test"))
+_NOT_TERMS = {"epoch", "step", "train_loss", "ce", "score"} | {k for k, _ in _SELECTION_KEYS}
+
+
+def curve_panels(history: List[Dict[str, Any]]) -> List[Tuple[str, List[Tuple[str, str]]]]:
+    """The four panels and their series, from the keys the run logged: losses (total, CE,
+    each objective term), selection metrics, each term's diagnostics (``name/key``, e.g.
+    ``dann/disc_acc``) and each term's coefficient (``name/coeff``)."""
+    keys = list(dict.fromkeys(k for h in history for k in h))
+    terms = [(k, f"{k} term") for k in keys if "/" not in k and k not in _NOT_TERMS]
+    diag = [(k, k) for k in keys if "/" in k and not k.endswith("/coeff") and not k.endswith("/skipped")]
+    coeff = [(k, k.split("/")[0]) for k in keys if k.endswith("/coeff")]
+    return [("training loss", [("train_loss", "total"), ("ce", "cross-entropy")] + terms),
+            ("model selection metric", list(_SELECTION_KEYS)),
+            ("objective diagnostics (train batches)", diag),
+            ("objective coefficients (end of epoch)", coeff)]
 
 
 def plot_curves(history: List[Dict[str, Any]], path: str, title: str) -> str:
@@ -255,15 +265,15 @@ def plot_curves(history: List[Dict[str, Any]], path: str, title: str) -> str:
     fig.suptitle(title)
     axes = fig.subplots(2, 2).ravel()
     epochs = [h.get("epoch", i) for i, h in enumerate(history)]
-    for ax, (name, series) in zip(axes, CURVE_PANELS):
+    for ax, (name, series) in zip(axes, curve_panels(history)):
         drawn = False
         for key, label in series:
             pts = [(e, h[key]) for e, h in zip(epochs, history) if isinstance(h.get(key), (int, float))]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=label)
                 drawn = True
-        if name == "domain-discriminator accuracy" and drawn:
-            ax.axhline(0.5, ls="--", c="grey", lw=1, label="chance")
+        if any(k.endswith("disc_acc") for k, _ in series) and drawn:
+            ax.axhline(0.5, ls="--", c="grey", lw=1, label="discriminator chance")
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -275,15 +285,15 @@ def plot_curves(history: List[Dict[str, Any]], path: str, title: str) -> str:
 
 
 # --------------------------------------------------------------------------- report
-def _confusion(res: Dict[str, Any], out: Dict[str, Any], splits) -> Optional[Tuple[str, np.ndarray]]:
+def _confusion(res: Dict[str, Any], arts: RunArtifacts) -> Optional[Tuple[str, np.ndarray]]:
     for split in ("test", "validation"):
-        if res.get(split, {}).get("confusion_matrix") is not None:
+        if (res.get(split) or {}).get("confusion_matrix") is not None:
             return split, np.asarray(res[split]["confusion_matrix"])
-        logits = out.get(f"{split}_logits")
-        if logits is not None and split in splits:
-            k = len(out["label_names"])
+        logits = arts.logits.get(split)
+        if logits is not None and arts.labels.get(split) is not None:
+            k = len(arts.label_names)
             pred = logits.argmax(-1).numpy()
-            true = np.asarray(splits[split]["labels"])
+            true = np.asarray(arts.labels[split])
             return split, np.bincount(true * k + pred, minlength=k * k).reshape(k, k)
     return None
 
@@ -344,30 +354,33 @@ def _atomic_text(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_run_report(r, res: Dict[str, Any], out: Dict[str, Any], splits) -> Optional[str]:
-    """Write OUT/report.md and its PNGs; add ``domain_gap`` and ``timing.report_seconds`` to ``res``.
-    A failure here is reported as a warning and never loses the run's results."""
-    if not getattr(r.t, "report", True):
+def write_run_report(result: RunResult, arts: RunArtifacts) -> Optional[str]:
+    """Write OUT/report.md and its PNGs; add ``domain_gap`` (``result.extra``) and
+    ``timing.report_seconds``. A failure here is reported as a warning and never loses
+    the run's results. Returns the report's path (main process) or None."""
+    t = arts.train_args
+    if not getattr(t, "report", True):
         return None
     t0 = time.perf_counter()
-    seed = r.t.seed
+    seed = t.seed
     problems: List[str] = []
     feats = None
     try:
-        feats = collect_features(r, out, splits)
+        feats = collect_features(arts)
     except Exception as e:  # noqa: BLE001 - the run itself has finished; keep its results
         problems.append(f"report: embeddings not computed ({type(e).__name__}: {e})")
-    if not r.acc.is_main_process:
+    if not arts.is_main_process:
         return None
-    odir = r.t.output_dir
+    res = result.as_dict()
+    odir = t.output_dir
     pictures: Dict[str, str] = {}
-    tsne = bool(getattr(r.t, "report_tsne", True))
-    label_names = list(out["label_names"])
+    tsne = bool(getattr(t, "report_tsne", True))
+    label_names = list(arts.label_names)
     notes = [feats["note"]] if feats is not None and feats["note"] else []
     try:
         if feats is not None:
-            if len(feats["domains"]) == 2 and "target" in splits and min(len(v) for v in feats["before"]) >= 5:
-                res["domain_gap"] = compute_domain_gap(feats, seed)
+            if len(feats["domains"]) == 2 and "target" in arts.labels and min(len(v) for v in feats["before"]) >= 5:
+                res["domain_gap"] = result.extra["domain_gap"] = compute_domain_gap(feats, seed)
             for stage, what in (("before", "backbone embeddings"), ("after", "adapter features")):
                 name = f"embeddings_{stage}.png"
                 title = f"{stage} adaptation: {what}"
@@ -376,7 +389,7 @@ def write_run_report(r, res: Dict[str, Any], out: Dict[str, Any], splits) -> Opt
                 plot_embeddings(feats[stage], feats["domains"], feats["labels"], label_names,
                                 os.path.join(odir, name), title, seed, tsne)
                 pictures[f"embeddings_{stage}"] = name
-        cm = _confusion(res, out, splits)
+        cm = _confusion(res, arts)
         if cm is not None:
             split, m = cm
             plot_confusion(m, label_names, os.path.join(odir, "confusion_matrix.png"), f"{split} set ({int(m.sum())} examples)")
@@ -385,10 +398,10 @@ def write_run_report(r, res: Dict[str, Any], out: Dict[str, Any], splits) -> Opt
         pictures["curves"] = "curves.png"
     except Exception as e:  # noqa: BLE001
         problems.append(f"report: plots incomplete ({type(e).__name__}: {e})")
-    res.setdefault("timing", {})["report_seconds"] = time.perf_counter() - t0
+    result.timing["report_seconds"] = res["timing"]["report_seconds"] = time.perf_counter() - t0
     path = os.path.join(odir, "report.md")
     _atomic_text(path, _markdown(res, pictures, problems + notes))
     for n in problems:
         print(f"WARNING: {n}", file=sys.stderr, flush=True)
-        res.setdefault("warnings", []).append(n)
+        result.warn(n)
     return path

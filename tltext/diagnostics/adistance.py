@@ -10,7 +10,7 @@ error on balanced domains,
 
 0: the domains cannot be told apart (err = 1/2); 2: perfectly separable (err = 0).
 
-MMD^2: the unbiased multi-kernel estimator of :mod:`tltext.strategies.mkmmd`
+MMD^2: the unbiased multi-kernel estimator of :mod:`tltext.objectives.mmd`
 (Gretton et al. 2012; Long et al. 2015), on a subsample of each domain.
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ def a_distance_from_error(err: float) -> float:
 def mmd2(source, target, max_per_domain: Optional[int] = 1000, seed: int = 0, num_kernels: int = 5) -> float:
     """Unbiased MK-MMD^2 (median-heuristic bandwidths) on at most ``max_per_domain``
     examples of each domain; about 0 for one distribution, > 0 otherwise."""
-    from ..strategies.mkmmd import mk_mmd2
+    from ..objectives.mmd import mk_mmd2
 
     xs, xt = _as_numpy(source), _as_numpy(target)
     rng = np.random.default_rng(seed)

@@ -52,10 +52,11 @@ def diagnose(a: argparse.Namespace) -> Dict[str, Any]:
     """Run the diagnosis; returns the dict written to diagnosis.json."""
     from accelerate import Accelerator
 
-    from ..args import DataArguments, ModelArguments, TrainArguments
+    from ..args import DataArguments, ModelArguments
     from ..data import DataError
     from ..data.load import load_examples
-    from ..experiment import Runner, atomic_write_json, build_backbone, default_model
+    from ..experiment import atomic_write_json, build_backbone, default_model
+    from ..training.predict import EmbeddingCache, Predictor
     from .adistance import a_distance_from_error, domain_classifier_error, mmd2
     from .recommend import THRESHOLDS, recommend
 
@@ -66,8 +67,6 @@ def diagnose(a: argparse.Namespace) -> Dict[str, Any]:
     m = ModelArguments(model_name_or_path=a.model_name_or_path, pooling=a.pooling)
     d = DataArguments(text_column=a.text_column, audio_column=a.audio_column, image_column=a.image_column,
                       label_column=a.label_column, max_seq_length=a.max_seq_length, cache_dir=a.cache_dir)
-    t = TrainArguments(output_dir=a.output_dir or ".", seed=a.seed, embed_batch_size=a.embed_batch_size,
-                       disable_tqdm=a.disable_tqdm)
     backbone = build_backbone(a.modality, m, d)
     sr = getattr(backbone, "sampling_rate", None)
     src = _subset(load_examples(a.modality, a.source_file, d, True, a.source_filter, sr), a.max_samples_per_domain, a.seed)
@@ -76,10 +75,9 @@ def diagnose(a: argparse.Namespace) -> Dict[str, Any]:
         if len(ex) < 5:
             raise DataError(f"{name} {ex.source}: {len(ex)} rows; the A-distance (5-fold CV) needs at least 5 per domain")
     counts = Counter(str(v) for v in src.labels)
-    r = Runner(Accelerator(), m, d, t, a.modality)
-    backbone.to(r.acc.device).eval()
-    es = r.encode_cached(backbone, src.inputs, "source")
-    et = r.encode_cached(backbone, tgt.inputs, "target")
+    cache = EmbeddingCache(Predictor(Accelerator(), a.embed_batch_size, a.disable_tqdm), a.cache_dir, a.embed_batch_size)
+    es = cache.encode(backbone, src.inputs, "source")
+    et = cache.encode(backbone, tgt.inputs, "target")
     t1 = time.perf_counter()
     e = domain_classifier_error(es, et, seed=a.seed, max_per_domain=a.a_distance_samples)
     mmd = mmd2(es, et, max_per_domain=a.mmd_samples, seed=a.seed)
@@ -102,7 +100,7 @@ def diagnose(a: argparse.Namespace) -> Dict[str, Any]:
         "recommendation": rec.to_dict(),
         "thresholds": THRESHOLDS,
         "seed": a.seed,
-        "timing": {"encode_seconds": r.timing["encode_seconds"], "cache_hits": r.timing["cache_hits"],
+        "timing": {"encode_seconds": cache.stats.encode_seconds, "cache_hits": cache.stats.cache_hits,
                    "measure_seconds": time.perf_counter() - t1, "total_seconds": time.perf_counter() - t0},
     }
     if a.output_dir:

@@ -18,6 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Sampler
 
+from . import register
+from .base import Objective, ObjectiveSetup, Step, TermOutput
+
 
 def class_prototypes(z: Tensor, y: Tensor, num_classes: int) -> Tensor:
     """Per-class mean embedding: ``[N, D]`` + labels in ``[0, num_classes)`` -> ``[C, D]``."""
@@ -155,3 +158,41 @@ class EpisodeSampler(Sampler[List[int]]):
             support = [int(i) for p in picks for i in p[: self.k_shot]]
             query = [int(i) for p in picks for i in p[self.k_shot:]]
             yield support + query
+
+
+@register
+class Prototypes(Objective):
+    """Episodic prototypical training (Snell et al. 2017, eq. 1-2): each batch is an
+    N-way K-shot episode (``--n_way``, ``--k_shot``, ``--n_query``,
+    ``--episodes_per_epoch``); the loss is CE over ``-||f(q) - c_k||^2``, replacing the
+    source CE. After training (and before each validation) the head becomes the
+    nearest-prototype linear head of ALL training examples (``prototype_linear_head``)."""
+
+    name = "prototypes"
+    paper = "Snell et al., Prototypical Networks for Few-shot Learning, NeurIPS 2017"
+    description = "prototypical networks: episodic training, nearest class-mean head"
+    tags = ("few-shot", "prototypical-networks")
+    replaces_cross_entropy = True
+    trains_classifier = False
+    frozen_adapter_dim = 256
+    options = ("n_way", "k_shot", "n_query", "episodes_per_epoch")
+
+    def __init__(self, setup: ObjectiveSetup):
+        super().__init__(setup)
+        a = setup.args
+        self.n_way, self.k_shot = getattr(a, "n_way", 5), getattr(a, "k_shot", 5)
+        self.n_query, self.episodes = getattr(a, "n_query", 5), getattr(a, "episodes_per_epoch", 100)
+        self.loss = PrototypicalLoss()
+
+    def batch_sampler(self, labels: Sequence[int], seed: int):
+        return EpisodeSampler(labels, self.n_way, self.k_shot, self.n_query, self.episodes, seed=seed)
+
+    def forward(self, step: Step) -> TermOutput:
+        feats = step.source_features.float()
+        classes, rel = torch.unique(step.labels, return_inverse=True)
+        n_sup = len(classes) * self.k_shot
+        loss, acc = self.loss(feats[:n_sup], rel[:n_sup], feats[n_sup:], rel[n_sup:])
+        return TermOutput(self.weight * loss, {"episode_acc": acc})
+
+    def head_from_features(self, features: Tensor, labels: Tensor, num_classes: int):
+        return prototype_linear_head(class_prototypes(features.float(), labels, num_classes))

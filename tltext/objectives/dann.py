@@ -23,6 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import register
+from .base import Objective, ObjectiveSetup, Step, TermOutput, skipped
+
 
 class GradientReverseFunction(torch.autograd.Function):
     """Identity forward; backward multiplies the incoming gradient by ``-coeff``."""
@@ -117,3 +120,33 @@ class DomainAdversarialLoss(nn.Module):
         with torch.no_grad():
             self.last_accuracy = 0.5 * ((d_s > 0).float().mean() + (d_t <= 0).float().mean())
         return loss
+
+
+@register
+class DANN(Objective):
+    """CE + L_d with the features' gradient reversed with coefficient lambda(p)
+    (Ganin et al. 2016, eq. 9-10; the schedule of ``dann_coefficient``). The
+    discriminator itself learns at full strength; ``weight`` is lambda_max."""
+
+    name = "dann"
+    paper = "Ganin et al., Domain-Adversarial Training of Neural Networks, JMLR 2016"
+    description = "domain-adversarial training: a domain discriminator behind a gradient reversal layer"
+    tags = ("domain-adaptation", "dann")
+    needs_target = True
+    frozen_adapter_dim = 256
+    options = ("da_weight", "discriminator_hidden_dim")
+
+    def __init__(self, setup: ObjectiveSetup):
+        super().__init__(setup)
+        hidden = getattr(setup.args, "discriminator_hidden_dim", 256) if setup.args is not None else 256
+        self.loss = DomainAdversarialLoss(setup.feature_dim, hidden_dim=hidden)
+
+    def coefficient(self, progress: float) -> float:
+        return dann_coefficient(progress, lambda_max=self.weight)
+
+    def forward(self, step: Step) -> TermOutput:
+        if step.n_source < 1 or step.n_target < 1:
+            return skipped(step.labels, "an empty domain batch")
+        f = step.features.float()
+        loss = self.loss(f[: step.n_source], f[step.n_source:], self.coefficient(step.progress))
+        return TermOutput(loss, {"disc_acc": self.loss.last_accuracy})

@@ -24,6 +24,8 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from . import register
+from .base import Objective, ObjectiveSetup, Step, TermOutput, skipped
 from .dann import dann_coefficient
 
 
@@ -101,3 +103,35 @@ def mmd_warmup_weight(progress: float, weight: float, warmup: float = 0.0, sched
     if warmup == 0.0:
         return float(weight)
     return float(weight) * min(1.0, p / warmup)
+
+
+@register
+class MMD(Objective):
+    """CE + w(p) * MK-MMD^2_u(f_s, f_t) (Long et al. 2015, eq. 8; unbiased estimator,
+    Gretton et al. 2012, eq. 3). ``w(p)``: ``weight``, ramped linearly over
+    ``--da_warmup_ratio`` of training. A step whose source or target batch has fewer
+    than 2 rows (the estimator's minimum) skips the term and logs ``mmd/skipped``."""
+
+    name = "mmd"
+    paper = "Long et al., Learning Transferable Features with Deep Adaptation Networks, ICML 2015"
+    description = "multi-kernel maximum mean discrepancy between source and target features (DAN)"
+    tags = ("domain-adaptation", "mmd")
+    needs_target = True
+    frozen_adapter_dim = 256
+    options = ("da_weight", "da_warmup_ratio", "mmd_kernels")
+
+    def __init__(self, setup: ObjectiveSetup):
+        super().__init__(setup)
+        a = setup.args
+        self.kernels = MultipleKernelMMD(num_kernels=getattr(a, "mmd_kernels", 5) if a is not None else 5)
+        self.warmup = float(getattr(a, "da_warmup_ratio", 0.0) or 0.0) if a is not None else 0.0
+
+    def coefficient(self, progress: float) -> float:
+        return mmd_warmup_weight(progress, self.weight, self.warmup)
+
+    def forward(self, step: Step) -> TermOutput:
+        if step.n_source < 2 or step.n_target < 2:
+            return skipped(step.labels, "fewer than 2 rows in a domain")
+        f = step.features.float()
+        mmd = self.kernels(f[: step.n_source], f[step.n_source:])
+        return TermOutput(self.coefficient(step.progress) * mmd, {"mmd2": mmd})

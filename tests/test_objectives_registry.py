@@ -1,0 +1,92 @@
+"""The objective registry: names, specs, combinations, and that nothing outside an
+objective's own file compares objective names."""
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from synthetic_da import ToyModel
+from tltext import objectives
+from tltext.objectives import ObjectiveSet, ObjectiveSetup, Step
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_builtin_objectives_are_registered():
+    assert {"erm", "dann", "mmd", "prototypes", "cdan", "mcc"} <= set(objectives.names())
+    for name in objectives.names():
+        cls = objectives.get(name)
+        assert cls.name == name and cls.description and cls.paper
+
+
+def test_unknown_objective_is_a_one_line_error_listing_the_names():
+    with pytest.raises(ValueError) as e:
+        objectives.parse_spec("mmd+cdann")
+    msg = str(e.value)
+    assert "\n" not in msg and "'cdann'" in msg
+    assert all(n in msg for n in objectives.names())
+
+
+@pytest.mark.parametrize("spec, err", [("mmd:x", "not a number"), ("mmd:-1", ">= 0"), ("mmd+mmd", "twice"), ("", "empty")])
+def test_bad_specs(spec, err):
+    with pytest.raises(ValueError, match=err):
+        objectives.parse_spec(spec)
+
+
+def test_spec_weights_and_descriptions():
+    assert objectives.parse_spec("mmd:0.5+mcc") == [("mmd", 0.5), ("mcc", None)]
+    terms = objectives.describe("mmd:0.5+mcc")
+    assert [t["name"] for t in terms] == ["mmd", "mcc"] and terms[0]["weight"] == 0.5
+    assert objectives.needs_target("erm+mcc") and not objectives.needs_target("erm")
+
+
+def test_checks_name_the_flag():
+    with pytest.raises(ValueError, match="--objective cdan needs --target_file"):
+        objectives.check("cdan", "frozen", has_target=False)
+    objectives.check("erm", "frozen", has_target=False)
+
+
+def _step(n_src=8, n_tgt=8, seed=0):
+    torch.manual_seed(seed)
+    model = ToyModel()
+    x = torch.randn(n_src + n_tgt, 10)
+    return model, Step(model, {"embeddings": x}, torch.randint(0, 2, (n_src,)), n_src, n_tgt, 0.5)
+
+
+def test_combination_is_ce_plus_each_weighted_term_logged_apart():
+    model, step = _step()
+    setup = ObjectiveSetup(feature_dim=16, num_classes=2)
+    both = ObjectiveSet("mmd:0.5+mcc", setup)
+    loss, logs = both(step)
+    assert {"ce", "mmd", "mcc", "mmd/mmd2", "mcc/confusion"} <= set(logs)
+    assert float(loss.detach()) == pytest.approx(logs["ce"] + logs["mmd"] + logs["mcc"], rel=1e-5)
+    assert logs["mmd"] == pytest.approx(0.5 * logs["mmd/mmd2"], rel=1e-5)
+    assert both.coefficients(0.3) == {"mmd/coeff": 0.5, "mcc/coeff": 1.0}
+    # --da_weight applies to terms without an explicit weight
+    assert ObjectiveSet("mmd:0.5+mcc", setup, default_weight=0.2).coefficients(0.3)["mcc/coeff"] == 0.2
+
+
+def test_degenerate_batches_skip_the_term_not_the_run():
+    setup = ObjectiveSetup(feature_dim=16, num_classes=2)
+    for n_src, n_tgt in ((1, 8), (8, 1)):  # a last batch of one row on either side
+        _, step = _step(n_src, n_tgt)
+        loss, logs = ObjectiveSet("mmd", setup)(step)
+        assert logs["mmd/skipped"] == 1.0 and logs["mmd"] == 0.0 and torch.isfinite(loss)
+    for spec in ("dann", "cdan", "mcc"):
+        _, step = _step(8, 1)
+        loss, logs = ObjectiveSet(spec, setup)(step)
+        assert torch.isfinite(loss) and "skipped" not in " ".join(logs)
+
+
+def test_no_objective_name_is_compared_outside_its_own_file():
+    names = "|".join(objectives.names())
+    pattern = re.compile(rf"""(==|!=|\bin)\s*\(?\s*["']({names})["']|["']({names})["']\s*(==|!=)""")
+    offenders = []
+    for path in (ROOT / "tltext").rglob("*.py"):
+        if path.parent.name == "objectives":
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line):
+                offenders.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)

@@ -1,0 +1,190 @@
+"""Objective registry: every module in this package that defines an :class:`Objective`
+subclass with ``@register`` is an ``--objective`` value. Adding an objective is one
+file here (plus its test); nothing else is edited.
+
+``--objective`` takes one name or several joined by ``+``, each with an optional
+weight: ``mmd:0.5+mcc`` is CE + 0.5 * MK-MMD + 1 * MCC (see :class:`ObjectiveSet`).
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Dict, List, Optional, Sequence, Tuple, Type
+
+import torch
+from torch import Tensor, nn
+
+from .base import Objective, ObjectiveSetup, Step, TermOutput, as_float, cross_entropy
+
+_REGISTRY: Dict[str, Type[Objective]] = {}
+_LOADED = False
+
+
+def register(cls: Type[Objective]) -> Type[Objective]:
+    """Class decorator: make ``cls`` available as ``--objective cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__}: an objective needs a non-empty ``name``")
+    other = _REGISTRY.get(cls.name)
+    if other is not None and other.__qualname__ != cls.__qualname__:
+        raise ValueError(f"objective name {cls.name!r} registered twice ({other.__module__}, {cls.__module__})")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    for info in pkgutil.iter_modules(__path__):
+        if info.name != "base" and not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+def names() -> List[str]:
+    """Registered objective names, sorted."""
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Type[Objective]:
+    _load_all()
+    if name not in _REGISTRY:
+        raise ValueError(f"--objective {name!r}: unknown; registered objectives: {', '.join(names())}")
+    return _REGISTRY[name]
+
+
+def parse_spec(spec: str) -> List[Tuple[str, Optional[float]]]:
+    """``"mmd:0.5+mcc"`` -> ``[("mmd", 0.5), ("mcc", None)]``; raises ValueError (one line)."""
+    if not spec or not str(spec).strip():
+        raise ValueError(f"--objective is empty; registered objectives: {', '.join(names())}")
+    out: List[Tuple[str, Optional[float]]] = []
+    for part in str(spec).split("+"):
+        name, _, w = part.strip().partition(":")
+        get(name.strip())
+        weight = None
+        if w.strip():
+            try:
+                weight = float(w)
+            except ValueError:
+                raise ValueError(f"--objective {spec!r}: weight {w!r} of {name!r} is not a number (expected NAME:WEIGHT)") from None
+            if weight < 0:
+                raise ValueError(f"--objective {spec!r}: weight of {name!r} must be >= 0; got {weight}")
+        if any(n == name.strip() for n, _ in out):
+            raise ValueError(f"--objective {spec!r}: {name.strip()!r} appears twice")
+        out.append((name.strip(), weight))
+    return out
+
+
+def classes(spec: str) -> List[Type[Objective]]:
+    return [get(n) for n, _ in parse_spec(spec)]
+
+
+def check(spec: str, tuning: str, has_target: bool) -> None:
+    """Raise a one-line ValueError when ``spec`` cannot run with these flags."""
+    for cls in classes(spec):
+        err = cls.check(tuning, has_target)
+        if err:
+            raise ValueError(err)
+
+
+def needs_target(spec: str) -> bool:
+    return any(c.needs_target for c in classes(spec))
+
+
+def replaces_cross_entropy(spec: str) -> bool:
+    return any(c.replaces_cross_entropy for c in classes(spec))
+
+
+def trains_classifier(spec: str) -> bool:
+    return all(c.trains_classifier for c in classes(spec))
+
+
+def frozen_adapter_dim(spec: str) -> int:
+    return max(c.frozen_adapter_dim for c in classes(spec))
+
+
+def describe(spec: str) -> List[Dict[str, object]]:
+    """One record per term: name, weight as given, paper, description (card, results.json)."""
+    return [{"name": n, "weight": w, "paper": get(n).paper, "description": get(n).description}
+            for n, w in parse_spec(spec)]
+
+
+def help_text() -> str:
+    return "; ".join(f"{n}: {get(n).description}" for n in names())
+
+
+class ObjectiveSet(nn.Module):
+    """The objective of one run: ``ce_weight * CE(source) + sum_i term_i``.
+
+    ``forward(step) -> (loss, logs)``: logs hold ``ce`` and each term's values as
+    ``"<name>"`` (the weighted term) and ``"<name>/<key>"``; ``coefficient`` the
+    terms' weights at ``progress`` (``"<name>/coeff"``).
+    """
+
+    def __init__(self, spec: str, setup: ObjectiveSetup, default_weight: Optional[float] = None,
+                 class_weights: Optional[Tensor] = None):
+        super().__init__()
+        self.spec = spec
+        terms = []
+        for name, w in parse_spec(spec):
+            cls = get(name)
+            weight = w if w is not None else (default_weight if default_weight is not None else cls.default_weight)
+            s = ObjectiveSetup(**{**setup.__dict__, "weight": float(weight)})
+            terms.append(cls(s))
+        self.terms = nn.ModuleList(terms)
+        self.use_ce = not any(t.replaces_cross_entropy for t in terms)
+        if class_weights is not None:
+            self.register_buffer("class_weights", class_weights.float(), persistent=False)
+        else:
+            self.class_weights = None
+
+    @property
+    def needs_target(self) -> bool:
+        return any(t.needs_target for t in self.terms)
+
+    @property
+    def plain_cross_entropy(self) -> bool:
+        """Only the source CE is minimised (ERM): a frozen head is then a linear probe."""
+        return self.use_ce and not any(t.adds_term for t in self.terms)
+
+    def coefficients(self, progress: float) -> Dict[str, float]:
+        return {f"{t.name}/coeff": float(t.coefficient(progress)) for t in self.terms if t.name != "erm"}
+
+    def forward(self, step: Step) -> Tuple[Tensor, Dict[str, float]]:
+        logs: Dict[str, float] = {}
+        loss = None
+        if self.use_ce:
+            ce = cross_entropy(step.source_logits, step.labels[: step.n_source], self.class_weights)
+            logs["ce"] = as_float(ce)
+            loss = ce
+        for term in self.terms:
+            out: TermOutput = term(step)
+            loss = out.loss if loss is None else loss + out.loss
+            logs[term.name] = as_float(out.loss)
+            for k, v in out.logs.items():
+                logs[f"{term.name}/{k}"] = as_float(v)
+        return loss, logs
+
+    def batch_sampler(self, labels: Sequence[int], seed: int):
+        for t in self.terms:
+            s = t.batch_sampler(labels, seed)
+            if s is not None:
+                return s
+        return None
+
+    def head_from_features(self, features: Tensor, labels: Tensor, num_classes: int):
+        for t in self.terms:
+            h = t.head_from_features(features, labels, num_classes)
+            if h is not None:
+                return h
+        return None
+
+    @property
+    def builds_head(self) -> bool:
+        return any(type(t).head_from_features is not Objective.head_from_features for t in self.terms)
+
+
+__all__ = ["Objective", "ObjectiveSetup", "ObjectiveSet", "Step", "TermOutput", "register", "names", "get",
+           "parse_spec", "check", "describe", "help_text", "needs_target", "frozen_adapter_dim",
+           "replaces_cross_entropy", "trains_classifier", "torch"]

