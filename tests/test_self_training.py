@@ -1,0 +1,118 @@
+"""Self-training (Lee 2013; class balance: Zou et al. 2018): tltext/objectives/self_training.py."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from helpers import write_domains
+from synthetic_da import ToyModel, train
+from tltext.experiment import parse_and_run
+from tltext.objectives import ObjectiveSet, ObjectiveSetup, Step
+from tltext.objectives.self_training import (SelfTraining, class_balanced_weights, pseudo_labels,
+                                             self_training_loss)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _term(**opts):
+    return SelfTraining(ObjectiveSetup(feature_dim=16, num_classes=2, args=SimpleNamespace(**opts)))
+
+
+def _step(progress=1.0, n=32, seed=0):
+    torch.manual_seed(seed)
+    model = ToyModel()
+    x = torch.randn(2 * n, 10) * 3
+    return Step(model, {"embeddings": x}, torch.randint(0, 2, (n,)), n, n, progress)
+
+
+def test_pseudo_labels_are_the_confident_argmax():
+    logits = torch.tensor([[3.0, 0.0], [0.0, 0.1], [0.0, 5.0]])  # p_max: 0.953, 0.525, 0.993
+    labels, kept = pseudo_labels(logits, 0.9)
+    assert labels.tolist() == [0, 1, 1] and kept.tolist() == [True, False, True]
+
+
+def test_class_balanced_weights_give_each_present_class_equal_mass():
+    w = class_balanced_weights(torch.tensor([0, 0, 0, 1, 2, 2]), num_classes=4)
+    assert w.tolist() == pytest.approx([1 / 9, 1 / 9, 1 / 9, 1 / 3, 1 / 6, 1 / 6])
+    assert float(w.sum()) == pytest.approx(1.0)
+
+
+def test_loss_is_the_mean_over_classes_of_the_per_class_mean_ce():
+    logits = torch.tensor([[4.0, 0.0], [5.0, 0.0], [6.0, 0.0], [0.0, 3.0], [0.2, 0.0]])
+    loss, kept = self_training_loss(logits, 0.9)
+    ce = F.cross_entropy(logits, torch.tensor([0, 0, 0, 1, 0]), reduction="none")
+    assert kept == 4  # the last row (p = 0.55) is dropped
+    assert loss.item() == pytest.approx(0.5 * ce[:3].mean().item() + 0.5 * ce[3].item(), rel=1e-6)
+
+
+def test_gradient_flows_into_logits_not_into_the_pseudo_labels():
+    logits = torch.tensor([[4.0, 0.0], [0.0, 4.0]], requires_grad=True)
+    loss, _ = self_training_loss(logits, 0.5)
+    loss.backward()
+    # d CE / d z = p - onehot(y^): pushes each kept row further towards its own argmax
+    assert logits.grad[0, 0] < 0 < logits.grad[0, 1] and logits.grad[1, 1] < 0 < logits.grad[1, 0]
+
+
+def test_threshold_one_keeps_nothing_and_the_term_is_zero():
+    term = _term(self_training_threshold=1.0)
+    step = _step()
+    out = term(step)
+    assert out.logs["kept"] == 0.0 and out.logs["kept_fraction"] == 0.0
+    assert out.loss.item() == 0.0
+    saturated = torch.tensor([[100.0, 0.0], [0.0, 100.0]])  # softmax is exactly 1.0 in float32
+    assert self_training_loss(saturated, 1.0)[1] == 0
+
+
+def test_weight_ramps_up_from_zero_over_the_warmup():
+    term = _term(self_training_warmup=0.5, self_training_threshold=0.0)
+    assert [term.coefficient(p) for p in (0.0, 0.25, 0.5, 1.0)] == [0.0, 0.5, 1.0, 1.0]
+    early, late = term(_step(progress=0.0)), term(_step(progress=1.0))
+    assert early.loss.item() == 0.0 and early.logs["pseudo_loss"] > 0
+    assert late.loss.item() == pytest.approx(float(late.logs["pseudo_loss"]))
+
+
+@pytest.mark.parametrize("flag, value", [("self_training_threshold", 1.5), ("self_training_warmup", -0.1)])
+def test_bad_options_name_the_flag(flag, value):
+    with pytest.raises(ValueError, match=rf"^--{flag} {value}: expected a value in \[0.0, 1.0\]$"):
+        _term(**{flag: value})
+
+
+def test_composes_with_other_terms_and_logs_kept():
+    obj = ObjectiveSet("mmd:0.5+self_training", ObjectiveSetup(feature_dim=16, num_classes=2))
+    loss, logs = obj(_step(progress=1.0))
+    assert {"ce", "mmd", "self_training", "self_training/kept", "self_training/pseudo_loss"} <= set(logs)
+    assert loss.item() == pytest.approx(logs["ce"] + logs["mmd"] + logs["self_training"], rel=1e-5)
+    assert 0 <= logs["self_training/kept"] <= 32
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_self_training_beats_source_only_on_the_synthetic_shift(seed):
+    src, _ = train(seed, "erm")
+    st, logs = train(seed, "self_training")
+    # measured: erm 0.757 / 0.749 / 0.733, self_training 0.954 / 0.957 / 0.944 (seeds 0, 1, 2)
+    assert src < 0.8 and st > src + 0.15, (src, st)
+    assert sum(log["self_training/kept"] for log in logs) / len(logs) > 32  # of 64 target rows per step
+
+
+def test_mmd_plus_self_training_also_beats_source_only():
+    src, _ = train(0, "erm")
+    both, logs = train(0, "mmd+self_training")
+    assert both > src + 0.1, (src, both)
+
+
+@pytest.mark.parametrize("tuning", ["frozen", "partial", "full"])
+def test_runs_through_the_engine_with_every_tuning(tuning, tiny_bert_dir, tmp_path):
+    toy = write_domains(tmp_path)
+    res = parse_and_run("text", [
+        "--model_name_or_path", tiny_bert_dir, "--train_file", str(toy / "src.jsonl"),
+        "--target_file", str(toy / "tgt.jsonl"), "--test_file", str(toy / "tgt.jsonl"), "--tuning", tuning,
+        "--unfreeze_top_k", "1", "--objective", "mmd+self_training", "--self_training_threshold", "0.5",
+        "--self_training_warmup", "0", "--output_dir", str(tmp_path / "run"), "--num_train_epochs", "2",
+        "--per_device_train_batch_size", "8", "--disable_tqdm", "--report", "False",
+        "--cache_dir", str(tmp_path / "cache")])
+    h = res["history"]
+    assert len(h) == 2 and all("self_training/kept" in e and "self_training/pseudo_loss" in e for e in h)
+    assert all(0 <= e["self_training/kept"] <= 8 for e in h)
+    assert h[-1]["self_training/coeff"] == 1.0
+    assert [t["name"] for t in res["objective_terms"]] == ["mmd", "self_training"]
