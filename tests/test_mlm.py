@@ -154,3 +154,15 @@ def test_tokenizer_without_mask_token_is_a_one_line_error(tiny_bert_dir):
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("--objective mlm: the tokenizer of ")
     assert tiny_bert_dir in msg and "no mask token" in msg
+
+
+def test_a_udalm_step_runs_two_encoder_passes_not_three(tiny_bert_dir):
+    """CE needs only the source features: the unmasked target batch is never encoded
+    (Step encodes each part on first use); the masked target is the second pass."""
+    model = _model(tiny_bert_dir).train()
+    obj = _objective(model)
+    calls = []
+    model.backbone.encoder.register_forward_hook(lambda m, i, o: calls.append(o.last_hidden_state.shape[0]))
+    loss, _ = obj(_step(model))
+    loss.backward()
+    assert calls == [8, len(TARGET)]

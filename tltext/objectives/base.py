@@ -58,6 +58,7 @@ class Step:
         self.model, self.inputs, self.labels = model, inputs, labels
         self.n_source, self.n_target, self.progress = int(n_source), int(n_target), float(progress)
         self._feats: Optional[Tensor] = None
+        self._part_feats: Dict[int, Tensor] = {}
         self._logits: Dict[str, Tensor] = {}
 
     @property
@@ -80,26 +81,35 @@ class Step:
     def has_target(self) -> bool:
         return self.n_target > 0
 
+    def _part_features(self, i: int) -> Tensor:
+        """Features of collated part ``i`` (0 source, 1 target), encoded on first use, so a
+        step that needs only the source features never runs the target pass."""
+        if i not in self._part_feats:
+            m = self.model
+            self._part_feats[i] = m.features(m.encode(**self.inputs["parts"][i]))
+        return self._part_feats[i]
+
     @property
     def features(self) -> Tensor:
         """``[n_s + n_t, D]``: source rows first."""
         if self._feats is None:
             m, inp = self.model, self.inputs
-            if "embeddings" in inp:
-                emb = inp["embeddings"]
-            elif "parts" in inp:  # each domain collated apart (padding-invariant backbones)
-                emb = torch.cat([m.encode(**part) for part in inp["parts"]])
+            if "parts" in inp:  # each domain collated apart (padding-invariant backbones)
+                self._feats = torch.cat([self._part_features(i) for i in range(len(inp["parts"]))])
             else:
-                emb = m.encode(**inp)
-            self._feats = m.features(emb)
+                self._feats = m.features(inp["embeddings"] if "embeddings" in inp else m.encode(**inp))
         return self._feats
 
     @property
     def source_features(self) -> Tensor:
+        if self._feats is None and "parts" in self.inputs:
+            return self._part_features(0)
         return self.features[: self.n_source]
 
     @property
     def target_features(self) -> Tensor:
+        if self._feats is None and len(self.inputs.get("parts", ())) > 1:
+            return self._part_features(1)
         return self.features[self.n_source:]
 
     def logits(self, domain: str) -> Tensor:
