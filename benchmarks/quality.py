@@ -48,14 +48,14 @@ def amazon(data: str) -> Tuple[str, List[Tuple[str, List[str]]]]:
                                            "--num_train_epochs", "30"]),
                                ("partial", ["--tuning", "partial", "--unfreeze_top_k", "2", "--learning_rate", "1e-4",
                                             "--num_train_epochs", "1"])):
-            for obj in ("erm", "dann", "mmd"):
+            for obj in ("erm", "dann", "mmd") + (("cdan", "mcc") if tuning == "frozen" else ()):
                 flags = base + tflags + ["--objective", obj]
                 if obj != "erm":
                     flags += ["--target_file", f"{a}/{tgt}.jsonl"]
                 runs.append((f"{src[0].upper()}->{tgt[0].upper()} {tuning} {obj if obj != 'erm' else 'source-only'}", flags))
     protocol = ("Amazon reviews (Blitzer et al. 2007), all-MiniLM-L6-v2: train on all 2,000 labelled source reviews "
                 "(10 % held out, stratified, for model selection: no target labels are used), adapt with the 2,000 "
-                "unlabelled target reviews (dann/mmd), test on all 2,000 target reviews. Frozen runs train a 256-wide "
+                "unlabelled target reviews (dann/mmd/cdan/mcc), test on all 2,000 target reviews. Frozen runs train a 256-wide "
                 "adapter + head over cached embeddings (source-only included); partial trains the top 2 layers for 1 epoch. "
                 "Accuracy, mean +- std over seeds.")
     return protocol, runs
@@ -139,6 +139,21 @@ def run_suite(suite: str, data: str, seeds: List[int], out_root: str, force: boo
     return {"suite": suite, "protocol": protocol, "seeds": seeds, "rows": rows}
 
 
+def merge_rows(old: Dict, new: Dict, order: List[str]) -> Dict:
+    """``new``'s rows replace same-named rows of ``old``; rows come in the suite's order."""
+    by_name = {r["name"]: r for r in old.get("rows", [])}
+    by_name.update({r["name"]: r for r in new["rows"]})
+    rows = [by_name[n] for n in order if n in by_name] + [r for n, r in by_name.items() if n not in order]
+    return {**new, "rows": rows}
+
+
+def write_text(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def _mean_or_none(xs: List) -> float | None:
     xs = [x for x in xs if x is not None]
     return statistics.mean(xs) if xs else None
@@ -188,13 +203,14 @@ def main() -> int:
     os.makedirs(os.path.join(ROOT, "benchmarks", "results"), exist_ok=True)
     for suite in (SUITES if a.suite == "all" else [a.suite]):
         res = run_suite(suite, a.data_dir, a.seeds, a.output_root, a.force, a.only, a.no_run)
-        with open(os.path.join(ROOT, "benchmarks", "results", f"quality_{suite}.json"), "w") as f:
-            json.dump(res, f, indent=2)
+        path = os.path.join(ROOT, "benchmarks", "results", f"quality_{suite}.json")
+        if a.only and os.path.exists(path):  # keep the rows this call did not rerun
+            res = merge_rows(json.load(open(path)), res, [n for n, _ in SUITES[suite](a.data_dir)[1]])
+        write_text(path, json.dumps(res, indent=2))
         md = to_markdown(res)
-        with open(os.path.join(ROOT, "benchmarks", "results", f"quality_{suite}.md"), "w") as f:
-            f.write(md + "\n")
+        write_text(os.path.join(ROOT, "benchmarks", "results", f"quality_{suite}.md"), md + "\n")
         print(md)
-        if not a.no_readme and not a.only:
+        if not a.no_readme:
             rewrite_readme(suite, md)
     return 0
 

@@ -8,7 +8,14 @@
   generating the dataset": now the first non-UTF-8 byte, its line and offset, and
   the ``encoding`` option that reads the file;
 * random weights (a torchvision name without weights, a speech ``--model_config``)
-  are marked ``pretrained_weights_loaded = False``.
+  are marked ``pretrained_weights_loaded = False`` and frozen/partial tuning on them
+  is refused unless ``--allow_random_weights``;
+* MMD on 37 rows with batch 16 stopped at the last one-row batch ("mk_mmd2 needs at
+  least 2 samples per domain"): degenerate batches skip the term for that step;
+* an fp16 overflow (inf gradient norm) was fatal: under a gradient scaler it is a
+  skipped step, and only a run that keeps overflowing stops;
+* a failure after training lost the model: the model is saved first, and
+  results.json names what failed.
 """
 from __future__ import annotations
 
@@ -248,3 +255,91 @@ def test_frozen_or_partial_on_random_weights_is_refused_in_one_line(tmp_path, ca
         assert rc == 2 and len(err) == 1
         assert "--model_name_or_path resnet18: no pretrained weights" in err[0] and "--allow_random_weights" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def _toy(tmp_path, n_rows: int):
+    from helpers import reviews, write_jsonl
+
+    both = reviews(8, 3)
+    half = len(both) // 2
+    rows = ([r for pair in zip(both[:half], both[half:]) for r in pair] * 2)[:n_rows]
+    src = write_jsonl(tmp_path / "src.jsonl", rows)
+    tgt = write_jsonl(tmp_path / "tgt.jsonl", [{"text": r["text"] + " at home"} for r in rows[:9]])
+    return src, tgt
+
+
+def test_mmd_with_a_one_row_last_batch_trains_and_logs_the_skip(tmp_path, tiny_bert_dir):
+    """37 rows, 10 % validation -> 33 training rows, batch 16: the last source batch has 1 row;
+    the 9-row target set is smaller than a batch."""
+    from tltext.experiment import parse_and_run
+
+    src, tgt = _toy(tmp_path, 37)
+    res = parse_and_run("text", ["--model_name_or_path", tiny_bert_dir, "--train_file", src, "--target_file", tgt,
+                                 "--objective", "mmd", "--tuning", "full", "--per_device_train_batch_size", "16",
+                                 "--num_train_epochs", "2", "--output_dir", str(tmp_path / "out"), "--disable_tqdm",
+                                 "--report", "False", "--seed", "1"])
+    assert res["num_examples"]["train"] == 33 and res["training"]["optimizer_steps"] == 6
+    h = res["history"]
+    assert all(0 < e["mmd/skipped"] < 1 for e in h)  # one step of three per epoch skipped the term
+    assert all(torch.isfinite(torch.tensor(e["train_loss"])) for e in h)
+
+
+def _scaled_trainer(tmp_path, tiny_bert_dir, init_scale: float, epochs: int = 2):
+    """A real ``torch.amp.GradScaler`` on CPU behind accelerate, as fp16 training on a GPU has."""
+    from accelerate import Accelerator
+
+    from helpers import reviews
+    from tltext import Trainer, TrainArguments
+
+    acc = Accelerator()
+    acc.scaler = torch.amp.GradScaler("cpu", init_scale=init_scale, growth_interval=1000)
+    return Trainer(model=tiny_bert_dir, accelerator=acc, tuning="full", train_dataset=reviews(8, 2),
+                   args=TrainArguments(output_dir=str(tmp_path / "out"), num_train_epochs=epochs, seed=2,
+                                       disable_tqdm=True, report=False, per_device_train_batch_size=8))
+
+
+def test_fp16_overflow_steps_are_skipped_not_fatal(tmp_path, tiny_bert_dir):
+    trainer = _scaled_trainer(tmp_path, tiny_bert_dir, init_scale=2.0 ** 127)
+    trainer.train()
+    tr = trainer.result.training
+    assert tr["skipped_fp16_steps"] >= 1  # the scaler started too high: overflow, skip, halve
+    assert tr["skipped_fp16_steps"] < tr["optimizer_steps"] + tr["skipped_fp16_steps"]
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in trainer.result.history)
+
+
+def test_fp16_run_that_keeps_overflowing_stops_with_the_step(tmp_path, tiny_bert_dir):
+    from tltext.training.engine import MAX_SKIPPED_FP16_STEPS, NonFiniteLossError
+
+    trainer = _scaled_trainer(tmp_path, tiny_bert_dir, init_scale=float("inf"), epochs=15)  # every step overflows
+    with pytest.raises(NonFiniteLossError, match=f"{MAX_SKIPPED_FP16_STEPS} fp16 steps in a row overflowed"):
+        trainer.train()
+
+
+def test_a_failure_after_training_keeps_the_model_and_says_what_failed(tmp_path, tiny_bert_dir, monkeypatch):
+    from tltext import trainer as trainer_mod
+    from tltext.experiment import main
+    from tltext.training import predict
+
+    src, _ = _toy(tmp_path, 24)
+    real = predict.score
+
+    def failing(logits, labels, names, metrics):
+        if len(labels) == 5:  # the test file (the validation split has 2 rows)
+            raise RuntimeError("scoring exploded")
+        return real(logits, labels, names, metrics)
+
+    monkeypatch.setattr(predict, "score", failing)
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps(r) + "\n" for r in [{"text": "great", "label": "pos"}] * 5))
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="scoring exploded"):
+        main("text", ["--model_name_or_path", tiny_bert_dir, "--train_file", src, "--test_file", str(test),
+                      "--tuning", "partial", "--num_train_epochs", "1", "--output_dir", str(out), "--disable_tqdm",
+                      "--report", "False", "--validation_split_percentage", "8"])
+    saved = json.loads((out / "results.json").read_text())
+    assert "scoring exploded" in saved["errors"][0] and str(out / "model") in saved["errors"][0]
+    assert (out / "model" / "model.safetensors").exists()
+    from transformers import AutoModelForSequenceClassification
+
+    import tltext  # noqa: F401
+    assert AutoModelForSequenceClassification.from_pretrained(out / "model") is not None

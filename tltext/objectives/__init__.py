@@ -161,7 +161,8 @@ class ObjectiveSet(nn.Module):
         for term in self.terms:
             out: TermOutput = term(step)
             loss = out.loss if loss is None else loss + out.loss
-            logs[term.name] = as_float(out.loss)
+            if term.adds_term:
+                logs[term.name] = as_float(out.loss)
             for k, v in out.logs.items():
                 logs[f"{term.name}/{k}"] = as_float(v)
         return loss, logs

@@ -1,0 +1,97 @@
+"""``tltext.Trainer``: the Python API with datasets.Dataset / lists of dicts, and the
+README's example run as written."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+
+from helpers import reviews
+from test_hub import FAKE, stub  # noqa: F401  (the Hub's HTTP endpoint, stubbed)
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _trainer(tiny_bert_dir, out, **kw):
+    from tltext import TltextModel, Trainer, TrainArguments
+
+    train = datasets.Dataset.from_list(reviews(8, 3))
+    target = [r["text"] + " in the kitchen" for r in reviews(8, 1)]
+    return Trainer(model=TltextModel.from_backbone(tiny_bert_dir, num_labels=2),
+                   args=TrainArguments(output_dir=str(out), num_train_epochs=2, seed=3, disable_tqdm=True,
+                                       report=False, per_device_train_batch_size=8),
+                   train_dataset=train, target_dataset=target, **kw)
+
+
+def test_train_evaluate_predict_with_datasets_and_lists(tiny_bert_dir, tmp_path):
+    from tltext import TltextModel
+
+    trainer = _trainer(tiny_bert_dir, tmp_path / "run", objective="mmd:0.5+mcc", tuning="partial")
+    model = trainer.train()
+    assert isinstance(model, TltextModel) and model.config.id2label == {0: "neg", 1: "pos"}  # names from the data
+    res = trainer.result
+    assert [t["name"] for t in res.objective_terms] == ["mmd", "mcc"] and res.objective_terms[0]["weight"] == 0.5
+    assert {"ce", "mmd", "mcc"} <= set(res.history[-1]) and len(res.history) == 2
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["objective"] == "mmd:0.5+mcc" and saved["training"]["optimizer_steps"] == res.training["optimizer_steps"]
+    metrics = trainer.evaluate([{"text": r["text"], "label": r["label"]} for r in reviews(8, 1)])
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and "f1" in metrics
+    pred = trainer.predict(["great product works well", "terrible broke fast"])
+    assert pred.logits.shape == (2, 2) and set(pred.labels) <= {"neg", "pos"}
+    # the saved model predicts exactly what the trainer does
+    from transformers import AutoModelForSequenceClassification
+
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "model").eval()
+    with torch.no_grad():
+        logits = reloaded(**reloaded.backbone.collate(["great product works well", "terrible broke fast"])).logits
+    assert torch.allclose(logits, torch.from_numpy(pred.logits), atol=1e-4)
+
+
+def test_bad_inputs_name_what_is_wrong(tiny_bert_dir, tmp_path):
+    from tltext import Trainer
+
+    with pytest.raises(ValueError, match="train_dataset: rows have no key 'text'"):
+        Trainer(model=tiny_bert_dir, train_dataset=[{"sentence": "x", "label": "a"}])
+    with pytest.raises(ValueError, match="--objective dann needs --target_file"):
+        Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1), objective="dann")
+    with pytest.raises(ValueError, match="registered objectives: .*cdan"):
+        Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1), objective="cdann")
+    with pytest.raises(ValueError, match="call train\\(\\) first"):
+        Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1)).predict(["x"])
+
+
+def test_push_to_hub_uploads_the_run(stub, tiny_bert_dir, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("HF_TOKEN", FAKE)
+    trainer = _trainer(tiny_bert_dir, tmp_path / "run", objective="erm", tuning="frozen")
+    trainer.train()
+    info = trainer.push_to_hub("org/api-model")
+    assert info["repo_id"] == "org/api-model"
+    assert "model.safetensors" in stub.files and "README.md" in stub.files
+    assert "linear probe" in json.loads((tmp_path / "run" / "results.json").read_text())["training"]["head"]
+
+
+def _readme_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Python API"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA / "amazon" / "books.jsonl").exists(), reason="needs ../shared/data/amazon")
+def test_readme_python_example_runs_as_written(tmp_path):
+    code = _readme_example()
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout.strip().splitlines()
+    acc = float(out[-2])
+    assert 0.6 < acc <= 1.0, out  # MiniLM, books -> kitchen: well above chance
+    assert set(eval(out[-1])) <= {"positive", "negative"}
