@@ -136,3 +136,28 @@ def test_oracle_selects_on_the_test_metric_and_unknown_criteria_are_rejected():
     assert res["score"] == res["oracle_test_metric"]
     with pytest.raises(ValueError, match=r"--selection 'oracle': expected one of source_validation, .*snd, dev"):
         make("oracle", False)
+
+
+def test_selection_table_counts_hits_within_one_point_of_the_oracle(tmp_path):
+    import json as _json
+
+    from benchmarks.selection_table import main
+
+    hist = [  # oracle best: epoch 1 (0.80); IM picks epoch 2 (0.795, hit), SND epoch 0 (0.70, miss)
+        {"epoch": 0, "val_metric": 0.9, "target_im": 0.1, "target_snd": 3.0, "dev_risk": 0.5, "oracle_test_metric": 0.70},
+        {"epoch": 1, "val_metric": 0.9, "target_im": 0.2, "target_snd": 2.0, "dev_risk": 0.3, "oracle_test_metric": 0.80},
+        {"epoch": 2, "val_metric": 0.8, "target_im": 0.3, "target_snd": 1.0, "dev_risk": 0.4, "oracle_test_metric": 0.795},
+    ]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results.json").write_text(_json.dumps({"history": hist}))
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "results.json").write_text(_json.dumps({"history": [{"epoch": 0, "val_metric": 0.5}]}))
+    out = main([str(tmp_path / "a"), str(tmp_path / "b"), "--out_dir", str(tmp_path / "res")])
+    s = out["summary"]
+    assert s["source_validation"]["hits"] == 0 and s["source_validation"]["mean_gap"] == pytest.approx(10.0)
+    assert s["information_maximisation"]["hits"] == 1 and s["information_maximisation"]["mean_gap"] == pytest.approx(0.5)
+    assert s["snd"]["hits"] == 0 and s["dev"]["hits"] == 1 and s["dev"]["mean_gap"] == pytest.approx(0.0)
+    assert s["last"]["hits"] == 1 and all(v["runs"] == 1 for v in s.values())
+    assert "oracle_test_metric" in out["runs"][1]["skipped"]
+    saved = _json.loads((tmp_path / "res" / "selection.json").read_text())
+    assert saved["summary"] == s and (tmp_path / "res" / "selection.md").read_text().startswith("*Label-free")
