@@ -286,12 +286,12 @@ def test_sharded_cache_equals_single_process_cache(job):
 
 @pytest.mark.parametrize("tuning", list(TUNINGS))
 def test_prototypes_use_every_process_support_set(job, tuning):
-    """The saved head is W = 2c, b = -||c||^2 with c the class means over all 64
-    training rows, which no single process holds (each sees its shard)."""
+    """The saved head is the cosine one, W_k = s c_k/||c_k||, b = 0, with c_k the mean unit
+    feature of class k over all 64 training rows, which no single process holds (each sees its shard)."""
     import tltext  # noqa: F401
     from transformers import AutoModelForSequenceClassification
 
-    from tltext.objectives.prototypes import class_prototypes, prototype_linear_head
+    from tltext.objectives.prototypes import cosine_prototype_head
 
     d = job["dir"]
     model = AutoModelForSequenceClassification.from_pretrained(d / "two" / f"prototypes-{tuning}" / "model").eval()
@@ -299,11 +299,12 @@ def test_prototypes_use_every_process_support_set(job, tuning):
     y = torch.tensor([model.config.label2id[r["label"]] for r in rows])
     with torch.no_grad():
         feats = model.features(model.encode(**model.backbone.collate([r["text"] for r in rows])))
-    w, b = prototype_linear_head(class_prototypes(feats, y, 2))
+    scale = float(model.classifier.weight.norm(dim=1)[0])
+    w, b = cosine_prototype_head(feats, y, 2, scale=scale)
     torch.testing.assert_close(model.classifier.weight, w, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(model.classifier.bias, b, rtol=1e-4, atol=1e-4)
     # one process's share of the rows gives different prototypes: the check has teeth
-    w_half, _ = prototype_linear_head(class_prototypes(feats[:32], y[:32], 2))
+    w_half, _ = cosine_prototype_head(feats[:32], y[:32], 2, scale=scale)
     assert (w_half - model.classifier.weight).abs().max() > 1e-3
 
 
@@ -341,3 +342,17 @@ def test_ddp_without_find_unused_parameters(job):
 
 if __name__ == "__main__":
     sys.exit(_driver(sys.argv[1]))
+
+
+def test_frozen_probe_does_not_depend_on_the_number_of_processes(job):
+    """The frozen erm head is a logistic regression fitted to convergence on the gathered
+    embeddings: 1 process (batch 16) and 2 processes (2 x 8) give the same head."""
+    from safetensors.torch import load_file
+
+    d = job["dir"]
+    one, two = _results(d / "one" / "erm-frozen"), _results(d / "two" / "erm-frozen")
+    assert "linear probe" in one["training"]["head"] and one["training"]["head"] == two["training"]["head"]
+    assert one["test"]["accuracy"] == two["test"]["accuracy"] and one["validation"] == two["validation"]
+    w1 = load_file(str(d / "one" / "erm-frozen" / "model" / "model.safetensors"))
+    w2 = load_file(str(d / "two" / "erm-frozen" / "model" / "model.safetensors"))
+    torch.testing.assert_close(w1["classifier.weight"], w2["classifier.weight"], rtol=1e-3, atol=1e-3)

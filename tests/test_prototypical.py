@@ -11,10 +11,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from tltext.objectives.prototypes import (
     EpisodeSampler,
+    Prototypes,
     PrototypicalLoss,
     class_prototypes,
+    cosine_prototype_head,
+    episode_shape,
     episode_targets,
     episodic_accuracy_ci,
+    episodic_evaluation,
     prototype_linear_head,
     split_episode,
     squared_euclidean,
@@ -51,7 +55,7 @@ def test_loss_matches_formula_and_relabels_classes():
     sz, qz = torch.randn(6, 4, generator=g), torch.randn(9, 4, generator=g)
     sy = torch.tensor([7, 3, 9, 3, 9, 7])  # arbitrary ids -> 3->0, 7->1, 9->2
     qy = torch.tensor([3, 7, 9, 9, 3, 7, 7, 9, 3])
-    loss, acc = PrototypicalLoss()(sz, sy, qz, qy)
+    loss, acc = PrototypicalLoss("sqeuclidean")(sz, sy, qz, qy)
     rel = {3: 0, 7: 1, 9: 2}
     s_rel = torch.tensor([rel[int(v)] for v in sy])
     q_rel = torch.tensor([rel[int(v)] for v in qy])
@@ -212,3 +216,128 @@ def test_episodic_training_lowers_loss():
             opt.step()
     after = _episodic_loss(model, x, y, eval_s, n, k, q)
     assert after < 0.7 * before, (before, after)
+
+
+# --- cosine prototypes: the default head, episode shapes, frozen = nearest centroid ----------------
+
+def _nearest_centroid(train_x, train_y, x, num_classes):
+    """Reference: argmax cosine to the re-normalised mean of each class's unit vectors (as the peers' centroid)."""
+    u = train_x / np.linalg.norm(train_x, axis=1, keepdims=True)
+    c = np.stack([u[train_y == k].mean(0) for k in range(num_classes)])
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    xu = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return (xu @ c.T).argmax(1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cosine_head_equals_nearest_centroid(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(120, 24)) * rng.uniform(0.2, 5.0, size=(120, 1))  # very different norms
+    y = np.arange(120) % 7
+    q = rng.normal(size=(500, 24)) * rng.uniform(0.2, 5.0, size=(500, 1))
+    W, b = cosine_prototype_head(torch.tensor(x), torch.tensor(y), 7, scale=3.0)
+    assert W.shape == (7, 24) and b.shape == (7,) and torch.all(b == 0)
+    assert torch.allclose(W.norm(dim=1), torch.full((7,), 3.0), atol=1e-5)
+    pred = (torch.tensor(q, dtype=torch.float32) @ W.t() + b).argmax(1).numpy()
+    ref = _nearest_centroid(x, y, q, 7)
+    assert (pred == ref).mean() == 1.0
+    # and the squared euclidean head on the raw vectors disagrees somewhere (the check has teeth)
+    We, be = prototype_linear_head(class_prototypes(torch.tensor(x), torch.tensor(y), 7))
+    assert ((torch.tensor(q) @ We.t() + be).argmax(1).numpy() != ref).any()
+
+
+def test_cosine_loss_matches_formula_and_scale():
+    g = torch.Generator().manual_seed(4)
+    sz, qz = torch.randn(6, 5, generator=g), torch.randn(9, 5, generator=g)
+    sy, qy = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 1, 2] * 3)
+    loss, acc = PrototypicalLoss("cosine")(sz, sy, qz, qy, scale=7.0)
+    u = F.normalize(sz, dim=1)
+    c = F.normalize(torch.stack([u[sy == k].mean(0) for k in range(3)]), dim=1)
+    logits = 7.0 * F.normalize(qz, dim=1) @ c.t()
+    assert torch.allclose(loss, F.cross_entropy(logits, qy), atol=1e-5)
+    assert math.isclose(float(acc), float((logits.argmax(1) == qy).float().mean()), abs_tol=1e-7)
+    with pytest.raises(ValueError, match="distance must be one of cosine, sqeuclidean; got 'l1'"):
+        PrototypicalLoss("l1")
+
+
+@pytest.mark.parametrize("shots, classes, expected", [(10, 77, (64, 5, 5)), (5, 77, (64, 3, 2)), (10, 20, (20, 5, 5)),
+                                                       (2, 5, (5, 1, 1)), (40, 3, (3, 5, 5))])
+def test_episode_shape_from_shots(shots, classes, expected):
+    labels = [c for c in range(classes) for _ in range(shots)]
+    assert episode_shape(labels) == expected
+
+
+def test_episode_shape_overrides_and_errors():
+    labels = [c for c in range(30) for _ in range(10)] + [30]  # one class with a single example
+    assert episode_shape(labels) == (30, 5, 5)
+    assert episode_shape(labels, n_way=4, k_shot=2) == (4, 2, 8)  # query = m - k_shot
+    assert episode_shape(labels, n_query=1) == (30, 5, 1)
+    with pytest.raises(ValueError, match=r"episodes need >= 2 classes with >= 2 training examples each; got 1"):
+        episode_shape([0, 0, 1])
+
+
+def test_objective_derives_episodes_from_training_labels():
+    from tltext.args import ModelArguments
+    from tltext.objectives import ObjectiveSetup
+
+    labels = [c for c in range(8) for _ in range(5)]  # 5 shots
+    obj = Prototypes(ObjectiveSetup(feature_dim=4, num_classes=8, tuning="full", args=ModelArguments()))
+    s = obj.batch_sampler(labels, seed=0)
+    assert (obj.n_way, obj.k_shot, obj.n_query) == (8, 3, 2) and (s.n_way, s.k_shot, s.n_query) == (8, 3, 2)
+    ep = next(iter(s))
+    assert len(ep) == 8 * 5 and len({labels[i] for i in ep}) == 8
+    assert obj.log_scale.requires_grad and math.isclose(float(obj.scale.detach()), Prototypes.INIT_SCALE, rel_tol=1e-6)
+
+
+def test_episodic_evaluation_protocol():
+    x, y = _clustered(n_classes=8, per_class=12, dim=16, seed=3)
+    r = episodic_evaluation(x, y.tolist(), episodes=20, seed=7)
+    assert (r["n_way"], r["k_shot"], r["n_query"], r["episodes"]) == (5, 5, 5, 20)
+    assert r["protocol"].startswith("5-way 5-shot, 5 queries per class, 20 episodes") and "cosine" in r["protocol"]
+    assert 0.6 < r["accuracy"] <= 1.0 and r["ci95"] >= 0
+    # random features: chance level (1/3 for 3-way)
+    noise = torch.randn(96, 16, generator=torch.Generator().manual_seed(0))
+    r0 = episodic_evaluation(noise, y.tolist(), episodes=200, seed=7, n_way=3, k_shot=2, n_query=4)
+    assert abs(r0["accuracy"] - 1 / 3) < 0.08 and r0["n_way"] == 3
+
+
+def test_frozen_prototypes_without_flags_is_the_cosine_nearest_centroid(tiny_bert_dir, tmp_path, one_thread):
+    """--tuning frozen, no adapter, nothing trained: the saved head predicts as the cosine
+    nearest centroid of the training embeddings, and reloads as a plain linear head."""
+    import json
+
+    import tltext  # noqa: F401  (Auto classes)
+    from transformers import AutoModelForSequenceClassification
+
+    from helpers import reviews, write_jsonl
+    from tltext.experiment import parse_and_run
+
+    meh = ["so-so product, fine", "it is okay i guess", "average, nothing special", "fine for the price"]
+    rows = reviews(n_each=4, pos="positive", neg="negative", repeat=1) + [{"text": t, "label": "meh"} for t in meh]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    out = tmp_path / "run"
+    res = parse_and_run("text", ["--model_name_or_path", tiny_bert_dir, "--train_file", str(tmp_path / "train.jsonl"),
+                                 "--test_file", str(tmp_path / "train.jsonl"), "--objective", "prototypes",
+                                 "--tuning", "frozen", "--shots_per_class", "4", "--output_dir", str(out),
+                                 "--cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "--report", "False"])
+    assert res["timing"]["train_steps"] == 0 and res["history"] == []
+    model = AutoModelForSequenceClassification.from_pretrained(out / "model").eval()
+    assert model.config.adapter_dim == 0 and model.feature_dim == 32
+    texts = [r["text"] for r in rows]
+    with torch.no_grad():
+        emb = model.encode(**model.backbone.collate(texts)).numpy()
+        logits = model(**model.backbone.collate(texts)).logits
+    names = [model.config.id2label[i] for i in range(3)]
+    y = np.array([names.index(r["label"]) for r in rows])
+    train = json.loads((out / "results.json").read_text())["num_examples"]["train"]
+    assert train == 12  # 4 shots x 3 classes, no validation split with --shots_per_class
+    # the head's rows are unit centroids (x scale): argmax equals nearest centroid of the 12 shots
+    W = model.classifier.weight.detach()
+    assert torch.allclose(W.norm(dim=1), W.norm(dim=1)[0].expand(3), atol=1e-4)
+    assert torch.all(model.classifier.bias == 0)
+    u = F.normalize(torch.tensor(emb), dim=1)
+    centroids = F.normalize(torch.stack([u[torch.tensor(y) == k].mean(0) for k in range(3)]), dim=1)
+    assert torch.allclose(F.normalize(W, dim=1), centroids, atol=1e-5)
+    ref = _nearest_centroid(emb, y, emb, 3)
+    assert (logits.argmax(1).numpy() == ref).all()
+    assert res["test"]["accuracy"] == pytest.approx(float((logits.argmax(1).numpy() == y).mean()))

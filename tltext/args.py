@@ -30,10 +30,23 @@ class ModelArguments:
     discriminator_hidden_dim: int = field(default=256, metadata={"help": "DANN discriminator width."})
     adapter_dim: Optional[int] = field(default=None, metadata={"help": "Bottleneck adapter width between embedding and head (0: none; default 256 for frozen DA/prototypes)."})
     head_dropout: float = field(default=0.1)
-    n_way: int = field(default=5, metadata={"help": "prototypes: classes per episode."})
-    k_shot: int = field(default=5, metadata={"help": "prototypes: support items per class."})
-    n_query: int = field(default=5, metadata={"help": "prototypes: query items per class."})
+    n_way: Optional[int] = field(default=None, metadata={"help": "prototypes: classes per episode (default: every class "
+                                 "with k_shot+n_query examples, at most 64; --eval_episodes: 5)."})
+    k_shot: Optional[int] = field(default=None, metadata={"help": "prototypes: support items per class (default ceil(m/2), "
+                                  "m = min(10, smallest class count), e.g. 5 for --shots_per_class 10; --eval_episodes: 5)."})
+    n_query: Optional[int] = field(default=None, metadata={"help": "prototypes: query items per class (default m - k_shot; "
+                                   "--eval_episodes: 5)."})
     episodes_per_epoch: int = field(default=100)
+    contrastive_loss: str = field(default="supcon", metadata={"help": "contrastive: supcon (Khosla et al. 2020, class-balanced "
+                                  "batches) or pairs (SetFit: CosineSimilarityLoss on positive/negative pairs)."})
+    contrastive_temperature: float = field(default=0.1, metadata={"help": "contrastive supcon: temperature tau of the similarities."})
+    contrastive_iterations: Optional[int] = field(default=None, metadata={"help": "contrastive: per epoch, pairs: R positive and R "
+                                        "negative pairs per example (SetFit's num_iterations, default 20); supcon: passes over the "
+                                        "training set (default 5)."})
+    contrastive_batch_size: Optional[int] = field(default=None, metadata={"help": "contrastive: texts per step (pairs: 2 per pair, "
+                                        "default 32 = SetFit's 16 pairs; supcon: default 64 = 16 classes x 4)."})
+    contrastive_head: str = field(default="logreg", metadata={"help": "contrastive: head fitted on the tuned training features: "
+                                  "logreg (scikit-learn LogisticRegression, C=1) or prototype (cosine nearest centroid)."})
     layer_weighting: bool = field(default=False, metadata={"help": "Speech: learnable weighted sum of hidden layers (SUPERB)."})
     freeze_feature_encoder: bool = field(default=False, metadata={"help": "Speech: keep the CNN feature encoder frozen."})
     allow_random_weights: bool = field(default=False, metadata={"help": "Allow --tuning frozen/partial on a backbone "

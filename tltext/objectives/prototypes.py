@@ -1,16 +1,23 @@
-"""Prototypical networks (Snell, Swersky & Zemel, NeurIPS 2017).
+"""Prototypical networks (Snell, Swersky & Zemel, NeurIPS 2017), cosine variant.
 
 Each class k of an episode is represented by the mean of its embedded support
-examples, c_k = 1/|S_k| sum_{x in S_k} f(x); a query q is scored by
-logit_k(q) = -||f(q) - c_k||^2 and trained with cross-entropy over the episode's
-classes. Because -||q - c_k||^2 = 2 c_k.q - ||c_k||^2 - ||q||^2 and the last
-term is shared by all classes, the prototypes define a linear classifier
-W_k = 2 c_k, b_k = -||c_k||^2 (``prototype_linear_head``).
+examples (eq. 1); tltext embeds on the unit sphere and scores by scaled cosine,
+
+    c_k = 1/|S_k| sum_{x in S_k} f(x)/||f(x)||,    logit_k(q) = s * cos(f(q), c_k)
+
+with a learnable scale (inverse temperature) s = exp(log_s) (Oreshkin et al.,
+TADAM, NeurIPS 2018; Chen et al., A Closer Look at Few-shot Classification, ICLR
+2019), trained with cross-entropy over the episode's classes (eq. 2). Because
+cos(q, c_k) = (c_k/||c_k||).q / ||q|| and ||q|| is shared by all classes, the
+prototypes define a linear classifier ``W_k = s c_k/||c_k||, b = 0``
+(``cosine_prototype_head``) whose argmax is the cosine nearest centroid. Snell's
+squared euclidean form (``prototype_linear_head``: ``W_k = 2 c_k``,
+``b_k = -||c_k||^2``) is kept for ``PrototypicalLoss(distance="sqeuclidean")``.
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, Hashable, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -45,16 +52,43 @@ def squared_euclidean(a: Tensor, b: Tensor) -> Tensor:
     return d.clamp_min(0.0)
 
 
-class PrototypicalLoss(nn.Module):
-    """Episode loss: CE over ``-||q - c_k||^2`` with the episode's classes relabelled 0..N-1.
+DISTANCES = ("cosine", "sqeuclidean")
 
-    ``forward(support_z, support_y, query_z, query_y) -> (loss, accuracy)``; labels
-    may be any class ids (the sorted distinct support labels become 0..N-1);
-    ``accuracy`` is a detached 0-dim tensor (fraction of queries whose nearest
-    prototype is their class).
+
+def unit(z: Tensor) -> Tensor:
+    """Rows scaled to unit L2 norm, ``[N, D] -> [N, D]`` (float32; zero rows stay zero)."""
+    return F.normalize(z.float(), dim=-1)
+
+
+def prototype_logits(query_z: Tensor, prototypes: Tensor, distance: str = "cosine", scale: Any = 1.0) -> Tensor:
+    """``[Nq, D]`` x ``[C, D]`` -> ``[Nq, C]``: ``scale * cos(q, c_k)`` (``cosine``) or
+    ``-||q - c_k||^2`` (``sqeuclidean``, Snell et al. eq. 2); ValueError on other distances."""
+    if distance == "cosine":
+        return scale * unit(query_z) @ unit(prototypes).t()
+    if distance == "sqeuclidean":
+        return -squared_euclidean(query_z, prototypes)
+    raise ValueError(f"prototype distance must be one of {', '.join(DISTANCES)}; got {distance!r}")
+
+
+class PrototypicalLoss(nn.Module):
+    """Episode loss: CE over the prototype logits with the episode's classes relabelled 0..N-1.
+
+    ``distance="sqeuclidean"`` (Snell et al. 2017: logits ``-||q - c_k||^2``, prototypes
+    the mean support embedding) or ``"cosine"`` (logits ``scale * cos(q, c_k)``,
+    prototypes the mean of unit support embeddings). ``forward(support_z, support_y,
+    query_z, query_y, scale=1.0) -> (loss, accuracy)``; labels may be any class ids
+    (the sorted distinct support labels become 0..N-1); ``accuracy`` is a detached
+    0-dim tensor (fraction of queries whose nearest prototype is their class).
     """
 
-    def forward(self, support_z: Tensor, support_y: Tensor, query_z: Tensor, query_y: Tensor) -> Tuple[Tensor, Tensor]:
+    def __init__(self, distance: str = "sqeuclidean"):
+        super().__init__()
+        if distance not in DISTANCES:
+            raise ValueError(f"prototype distance must be one of {', '.join(DISTANCES)}; got {distance!r}")
+        self.distance = distance
+
+    def forward(self, support_z: Tensor, support_y: Tensor, query_z: Tensor, query_y: Tensor,
+                scale: Any = 1.0) -> Tuple[Tensor, Tensor]:
         classes = torch.unique(support_y)  # sorted
         s_rel = torch.searchsorted(classes, support_y)
         q_pos = torch.searchsorted(classes, query_y).clamp_max(classes.numel() - 1)
@@ -62,8 +96,9 @@ class PrototypicalLoss(nn.Module):
         if bool(unknown.any()):
             bad = sorted(set(query_y[unknown].tolist()))
             raise ValueError(f"PrototypicalLoss: query label(s) {bad} have no support example; support classes are {classes.tolist()}")
-        protos = class_prototypes(support_z, s_rel, classes.numel())
-        logits = -squared_euclidean(query_z, protos)
+        sz = unit(support_z) if self.distance == "cosine" else support_z
+        protos = class_prototypes(sz, s_rel, classes.numel())
+        logits = prototype_logits(query_z, protos, self.distance, scale)
         loss = F.cross_entropy(logits, q_pos)
         acc = (logits.argmax(1) == q_pos).float().mean().detach()
         return loss, acc
@@ -77,6 +112,18 @@ def prototype_linear_head(prototypes: Tensor) -> Tuple[Tensor, Tensor]:
     if prototypes.dim() != 2:
         raise ValueError(f"prototype_linear_head: expected prototypes [C, D]; got {tuple(prototypes.shape)}")
     return 2.0 * prototypes, -prototypes.pow(2).sum(1)
+
+
+def cosine_prototype_head(features: Tensor, labels: Tensor, num_classes: int, scale: float = 1.0) -> Tuple[Tensor, Tensor]:
+    """The cosine nearest-centroid classifier as a linear layer.
+
+    ``features [N, D]``, ``labels [N]`` in ``[0, num_classes)`` -> ``(W [C, D], b [C])``
+    with ``c_k`` the mean of class k's unit feature vectors, ``W_k = scale * c_k/||c_k||``
+    and ``b = 0``: ``W f = scale * ||f|| cos(f, c_k)``, so ``argmax_k`` is the class of
+    the most cosine-similar centroid. Raises ValueError for a class without examples.
+    """
+    protos = class_prototypes(unit(features), labels, num_classes)
+    return float(scale) * unit(protos), torch.zeros(num_classes)
 
 
 def episodic_accuracy_ci(accs: Sequence[float]) -> Tuple[float, float]:
@@ -160,39 +207,115 @@ class EpisodeSampler(Sampler[List[int]]):
             yield support + query
 
 
+MAX_WAY = 64  # default N-way: every class with >= 2 examples, at most this many per episode
+MAX_PER_CLASS = 10  # default items (support + query) per class and episode, at most this many
+EVAL_SHAPE = (5, 5, 5)  # --eval_episodes default: 5-way 5-shot, 5 queries per class
+
+
+def episode_shape(labels: Sequence[int], n_way: Optional[int] = None, k_shot: Optional[int] = None,
+                  n_query: Optional[int] = None) -> Tuple[int, int, int]:
+    """``(n_way, k_shot, n_query)`` of training episodes that match the labelled data.
+
+    Values given are kept; missing ones are derived from the per-class counts of
+    ``labels``: with ``m = min(MAX_PER_CLASS, smallest count among classes with >= 2
+    examples)`` (``m = K`` for ``--shots_per_class K <= 10``), ``k_shot = ceil(m/2)``,
+    ``n_query = m - k_shot`` (K=10 -> 5 + 5, K=5 -> 3 + 2) and ``n_way`` = the number of
+    classes with at least ``k_shot + n_query`` examples, at most ``MAX_WAY``. Raises a
+    one-line ValueError when no episode can be formed (fewer than 2 such classes).
+    """
+    if hasattr(labels, "tolist"):
+        labels = labels.tolist()
+    counts = np.bincount(np.asarray(labels, dtype=np.int64)) if len(labels) else np.zeros(0, dtype=np.int64)
+    usable = counts[counts >= 2]
+    if usable.size < 2:
+        raise ValueError(f"prototypes: episodes need >= 2 classes with >= 2 training examples each; got {usable.size} "
+                         f"(class counts {sorted(counts[counts > 0].tolist())[:10]})")
+    m = int(min(MAX_PER_CLASS, usable.min()))
+    k = int(k_shot) if k_shot is not None else math.ceil(m / 2)
+    q = int(n_query) if n_query is not None else max(1, m - k)
+    n = int(n_way) if n_way is not None else min(MAX_WAY, int((counts >= k + q).sum()))
+    return n, k, q
+
+
+def episodic_evaluation(features: Tensor, labels: Sequence[int], episodes: int, seed: int, n_way: Optional[int] = None,
+                        k_shot: Optional[int] = None, n_query: Optional[int] = None) -> Dict[str, Any]:
+    """Mean accuracy and 95 % CI over ``episodes`` test episodes (``--eval_episodes``).
+
+    Protocol: ``n_way``-way ``k_shot``-shot episodes with ``n_query`` queries per class
+    (default 5/5/5 for any value not given) drawn by ``EpisodeSampler(seed)`` from the
+    labelled test split; each query takes the class of the most cosine-similar
+    prototype (mean of the unit support features). ``features [N, D]``, ``labels [N]``.
+    """
+    n, k, q = (v if v is not None else d for v, d in zip((n_way, k_shot, n_query), EVAL_SHAPE))
+    y = torch.as_tensor(list(labels))
+    loss = PrototypicalLoss("cosine")
+    accs = []
+    for ep in EpisodeSampler(y.tolist(), n, k, q, episodes, seed=seed):
+        ep = torch.tensor(ep)
+        _, a = loss(features[ep[: n * k]], y[ep[: n * k]], features[ep[n * k:]], y[ep[n * k:]])
+        accs.append(float(a))
+    mean, ci = episodic_accuracy_ci(accs)
+    return {"accuracy": mean, "ci95": ci, "episodes": len(accs), "n_way": n, "k_shot": k, "n_query": q,
+            "protocol": f"{n}-way {k}-shot, {q} queries per class, {len(accs)} episodes from the test split "
+                        f"(seed {seed}); nearest prototype by cosine on the model's features; 95% CI = 1.96 s/sqrt(n)"}
+
+
 @register
 class Prototypes(Objective):
-    """Episodic prototypical training (Snell et al. 2017, eq. 1-2): each batch is an
-    N-way K-shot episode (``--n_way``, ``--k_shot``, ``--n_query``,
-    ``--episodes_per_epoch``); the loss is CE over ``-||f(q) - c_k||^2``, replacing the
-    source CE. After training (and before each validation) the head becomes the
-    nearest-prototype linear head of ALL training examples (``prototype_linear_head``)."""
+    """Episodic prototypical training with cosine distance (Snell et al. 2017, eq. 1-2;
+    learnable scale as in Oreshkin et al. 2018). Each batch is an N-way K-shot episode
+    (``episode_shape``: by default every class (at most 64) with the K of
+    ``--shots_per_class`` split into ceil(K/2) support + the rest query; ``--n_way``,
+    ``--k_shot``, ``--n_query`` override, ``--episodes_per_epoch`` episodes an epoch);
+    the loss is CE over ``s * cos(f(q), c_k)``, replacing the source CE. After training
+    (and before each validation) the head becomes the cosine nearest-centroid linear
+    head of ALL training examples (``cosine_prototype_head``, scaled by ``s``).
+
+    Under ``--tuning frozen`` with no adapter (the default, ``frozen_adapter_dim = 0``)
+    nothing trains: the model is the cosine nearest-centroid classifier on the frozen
+    embeddings. ``--adapter_dim D`` trains a D-wide adapter episodically instead."""
 
     name = "prototypes"
     paper = "Snell et al., Prototypical Networks for Few-shot Learning, NeurIPS 2017"
-    description = "prototypical networks: episodic training, nearest class-mean head"
+    description = "prototypical networks: cosine episodes over all classes, nearest class-mean head (frozen: no training)"
     tags = ("few-shot", "prototypical-networks")
     replaces_cross_entropy = True
     trains_classifier = False
-    frozen_adapter_dim = 256
+    frozen_adapter_dim = 0
     options = ("n_way", "k_shot", "n_query", "episodes_per_epoch")
+    INIT_SCALE = 10.0
 
     def __init__(self, setup: ObjectiveSetup):
         super().__init__(setup)
         a = setup.args
-        self.n_way, self.k_shot = getattr(a, "n_way", 5), getattr(a, "k_shot", 5)
-        self.n_query, self.episodes = getattr(a, "n_query", 5), getattr(a, "episodes_per_epoch", 100)
-        self.loss = PrototypicalLoss()
+        self.n_way, self.k_shot = getattr(a, "n_way", None), getattr(a, "k_shot", None)
+        self.n_query, self.episodes = getattr(a, "n_query", None), getattr(a, "episodes_per_epoch", 100)
+        model = setup.model
+        self.trains = not (setup.tuning == "frozen" and model is not None
+                           and not any(p.numel() for p in model.adapter.parameters()))
+        log_s = torch.tensor(math.log(self.INIT_SCALE))
+        if self.trains:
+            self.log_scale = nn.Parameter(log_s)
+        else:  # nothing to learn: the head is the nearest centroid
+            self.register_buffer("log_scale", log_s)
+        self.loss = PrototypicalLoss("cosine")
+
+    @property
+    def scale(self) -> Tensor:
+        return self.log_scale.exp()
 
     def batch_sampler(self, labels: Sequence[int], seed: int):
+        if not self.trains:
+            return None
+        self.n_way, self.k_shot, self.n_query = episode_shape(labels, self.n_way, self.k_shot, self.n_query)
         return EpisodeSampler(labels, self.n_way, self.k_shot, self.n_query, self.episodes, seed=seed)
 
     def forward(self, step: Step) -> TermOutput:
         feats = step.source_features.float()
         classes, rel = torch.unique(step.labels, return_inverse=True)
         n_sup = len(classes) * self.k_shot
-        loss, acc = self.loss(feats[:n_sup], rel[:n_sup], feats[n_sup:], rel[n_sup:])
-        return TermOutput(self.weight * loss, {"episode_acc": acc})
+        loss, acc = self.loss(feats[:n_sup], rel[:n_sup], feats[n_sup:], rel[n_sup:], scale=self.scale)
+        return TermOutput(self.weight * loss, {"episode_acc": acc, "scale": self.scale.detach()})
 
     def head_from_features(self, features: Tensor, labels: Tensor, num_classes: int):
-        return prototype_linear_head(class_prototypes(features.float(), labels, num_classes))
+        return cosine_prototype_head(features, labels, num_classes, scale=float(self.scale.detach()))
