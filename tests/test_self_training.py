@@ -72,6 +72,21 @@ def test_weight_ramps_up_from_zero_over_the_warmup():
     assert late.loss.item() == pytest.approx(float(late.logs["pseudo_loss"]))
 
 
+def test_a_run_that_keeps_nothing_warns_once_after_the_warmup():
+    term = _term(self_training_threshold=1.0, self_training_warmup=0.3)
+    with pytest.warns(UserWarning, match=r"no target pseudo-label above --self_training_threshold 1.0 in the first 50%"):
+        for p in (0.0, 0.25, 0.5, 0.75, 1.0):
+            term(_step(progress=p))
+    assert term.kept_total == 0
+    import warnings
+    keeps = _term(self_training_threshold=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for p in (0.0, 0.5, 1.0):
+            keeps(_step(progress=p))
+    assert keeps.kept_total == 3 * 32
+
+
 @pytest.mark.parametrize("flag, value", [("self_training_threshold", 1.5), ("self_training_warmup", -0.1)])
 def test_bad_options_name_the_flag(flag, value):
     with pytest.raises(ValueError, match=rf"^--{flag} {value}: expected a value in \[0.0, 1.0\]$"):
@@ -101,13 +116,14 @@ def test_mmd_plus_self_training_also_beats_source_only():
     assert both > src + 0.1, (src, both)
 
 
-@pytest.mark.parametrize("tuning", ["frozen", "partial", "full"])
-def test_runs_through_the_engine_with_every_tuning(tuning, tiny_bert_dir, tmp_path):
+@pytest.mark.parametrize("spec, tuning", [("mmd+self_training", "frozen"), ("mmd+self_training", "partial"),
+                                          ("mmd+self_training", "full"), ("mlm+self_training", "partial")])
+def test_runs_through_the_engine_with_every_tuning(spec, tuning, tiny_bert_dir, tmp_path):
     toy = write_domains(tmp_path)
     res = parse_and_run("text", [
         "--model_name_or_path", tiny_bert_dir, "--train_file", str(toy / "src.jsonl"),
         "--target_file", str(toy / "tgt.jsonl"), "--test_file", str(toy / "tgt.jsonl"), "--tuning", tuning,
-        "--unfreeze_top_k", "1", "--objective", "mmd+self_training", "--self_training_threshold", "0.5",
+        "--unfreeze_top_k", "1", "--objective", spec, "--self_training_threshold", "0.5",
         "--self_training_warmup", "0", "--output_dir", str(tmp_path / "run"), "--num_train_epochs", "2",
         "--per_device_train_batch_size", "8", "--disable_tqdm", "--report", "False",
         "--cache_dir", str(tmp_path / "cache")])
@@ -115,4 +131,4 @@ def test_runs_through_the_engine_with_every_tuning(tuning, tiny_bert_dir, tmp_pa
     assert len(h) == 2 and all("self_training/kept" in e and "self_training/pseudo_loss" in e for e in h)
     assert all(0 <= e["self_training/kept"] <= 8 for e in h)
     assert h[-1]["self_training/coeff"] == 1.0
-    assert [t["name"] for t in res["objective_terms"]] == ["mmd", "self_training"]
+    assert [t["name"] for t in res["objective_terms"]] == spec.split("+")

@@ -20,10 +20,13 @@ per-sample weight inversely proportional to n_c). ``tau`` is
 ``--self_training_warmup`` (0.3 of training). A step that keeps no pseudo-label
 adds 0 and logs ``kept = 0``; the engine averages the logged ``self_training/kept``
 (pseudo-labels kept per step) over each epoch, so an epoch mean of 0 flags a run
-whose threshold never fired.
+whose threshold never fired. The objective also warns once (``warnings.warn``) when
+no pseudo-label has been kept by the end of the warm-up (or half of training, if
+later): from then on the term would add nothing.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Tuple
 
 import torch
@@ -95,6 +98,7 @@ class SelfTraining(Objective):
         super().__init__(setup)
         self.threshold = _option(setup.args, "self_training_threshold", THRESHOLD, 0.0, 1.0)
         self.warmup = _option(setup.args, "self_training_warmup", WARMUP, 0.0, 1.0)
+        self.kept_total, self._warned = 0, False
 
     def coefficient(self, progress: float) -> float:
         """``weight * min(1, p / warmup)`` (``weight`` from the start when warmup = 0)."""
@@ -106,5 +110,10 @@ class SelfTraining(Objective):
             return skipped(step.labels, "an empty target batch")
         logits = step.target_logits
         loss, kept = self_training_loss(logits, self.threshold)
+        self.kept_total += kept
+        if not self._warned and self.kept_total == 0 and step.progress >= max(self.warmup, 0.5):
+            self._warned = True
+            warnings.warn(f"self_training: no target pseudo-label above --self_training_threshold {self.threshold} "
+                          f"in the first {step.progress:.0%} of training; the term adds nothing (lower the threshold)")
         logs = {"kept": float(kept), "kept_fraction": kept / step.n_target, "pseudo_loss": loss.detach()}
         return TermOutput(self.coefficient(step.progress) * loss, logs)
