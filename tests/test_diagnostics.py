@@ -65,10 +65,29 @@ def test_mmd_same_near_zero_shifted_positive(gauss):
     ({"a": LARGE_DATA_PER_CLASS, "b": 3000}, 1.2, True, "full", "erm"),    # lots of data
 ])
 def test_recommendation_follows_the_table(per_class, a_dist, target, tuning, objective):
-    r = recommend(per_class, a_dist, has_unlabelled_target=target)
+    r = recommend(per_class, a_dist, has_unlabelled_target=target, evidence=[])  # no measurements: the rules
     assert (r.tuning, r.objective) == (tuning, objective), r.reasons
     assert r.reasons and r.flags == f"--tuning {tuning} --objective {objective}"
     assert r.to_dict()["flags"] == r.flags
+
+
+def test_large_gap_recommendation_follows_the_measurements():
+    from tltext.diagnostics.recommend import Evidence, load_evidence
+
+    ev = [Evidence("text", "--tuning partial --objective erm", 72.0, 72.0, 200, "table A"),
+          Evidence("text", "--tuning partial --objective dann", 64.0, 72.0, 200, "table A"),
+          Evidence("text", "--tuning full --objective mlm", 80.0, 78.0, 500, "table B"),
+          Evidence("text", "--tuning frozen --objective mmd", 67.0, 65.0, 50, "table C")]
+    books = {"negative": 900, "positive": 900}
+    r = recommend(books, 1.96, evidence=ev)
+    assert r.flags == "--tuning full --objective mlm" and "80.0 %" in r.reasons[1] and "table B" in r.reasons[1]
+    assert recommend({"a": 300, "b": 300}, 1.96, evidence=ev).flags == "--tuning partial --objective erm"  # not dann
+    assert recommend({"a": 60, "b": 60}, 1.96, evidence=ev).flags == "--tuning frozen --objective mmd"
+    assert recommend(books, 1.96, modality="speech", evidence=ev).objective == "dann"  # no speech measurement: rule
+    # the shipped measurements: partial dann/mmd lost to partial source-only on books <-> kitchen
+    shipped = recommend(books, 1.96)
+    assert shipped.objective != "dann" and "benchmarks/results" in shipped.reasons[1]
+    assert all(e.measurement for e in load_evidence())
 
 
 def test_recommendation_needs_counts():

@@ -81,7 +81,7 @@ def diagnose(a: argparse.Namespace) -> Dict[str, Any]:
     t1 = time.perf_counter()
     e = domain_classifier_error(es, et, seed=a.seed, max_per_domain=a.a_distance_samples)
     mmd = mmd2(es, et, max_per_domain=a.mmd_samples, seed=a.seed)
-    rec = recommend(dict(counts), a_distance_from_error(e["error"]), has_unlabelled_target=True)
+    rec = recommend(dict(counts), a_distance_from_error(e["error"]), has_unlabelled_target=True, modality=a.modality)
     out = {
         "model": a.model_name_or_path or default_model(a.modality),
         "modality": a.modality,

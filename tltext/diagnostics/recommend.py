@@ -4,7 +4,10 @@ Decision table (first matching row wins; n = labelled source examples of the
 rarest class, d_A = proxy A-distance of the frozen embeddings):
 
     n <= FEW_SHOT_PER_CLASS                            -> frozen + prototypes
-    d_A >= LARGE_GAP_A_DISTANCE and unlabelled target  -> DANN (or MMD); frozen if n < SMALL_DATA_PER_CLASS else partial
+    d_A >= LARGE_GAP_A_DISTANCE and unlabelled target  -> the best MEASURED label-free configuration for
+                                                          this modality and label budget (``evidence.json``:
+                                                          mean target accuracy over seeds and domain pairs),
+                                                          source-only when no adaptation beat it there
     n < SMALL_DATA_PER_CLASS and d_A < SIMILAR_A_DISTANCE -> frozen probe (erm)
     n >= LARGE_DATA_PER_CLASS                          -> full fine-tuning (erm)
     otherwise (more data, or dissimilar domains)       -> partial fine-tuning (erm)
@@ -24,8 +27,12 @@ Thresholds are rules of thumb, not fitted values:
 """
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
+
+EVIDENCE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "evidence.json")
 
 FEW_SHOT_PER_CLASS = 10
 SMALL_DATA_PER_CLASS = 200
@@ -57,8 +64,50 @@ class Recommendation:
         return {**asdict(self), "flags": self.flags}
 
 
-def recommend(labels_per_class: Dict[str, int], a_distance: Optional[float], has_unlabelled_target: bool = True) -> Recommendation:
-    """Apply the decision table of the module docstring."""
+@dataclass
+class Evidence:
+    """One measured configuration: ``flags``, its mean target accuracy (%) and that of the
+    same tuning's source-only run, where it was measured (``measurement``: file and rows)
+    and the smallest label budget it was measured with (``min_labels_per_class``)."""
+
+    modality: str
+    flags: str
+    accuracy: float
+    source_only: float
+    min_labels_per_class: int
+    measurement: str
+
+    @property
+    def gain(self) -> float:
+        return self.accuracy - self.source_only
+
+
+def load_evidence(path: str = EVIDENCE_FILE) -> List[Evidence]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [Evidence(**row) for row in json.load(f)["rows"]]
+
+
+def _measured_choice(modality: str, n: int, gap: str, counts: str, evidence: List[Evidence]) -> Optional[Recommendation]:
+    """The best measured configuration measured with no more labels per class than ``n``."""
+    rows = [e for e in evidence if e.modality == modality and e.min_labels_per_class <= max(n, 1)]
+    if not rows:
+        return None
+    best = max(rows, key=lambda e: e.accuracy)
+    tuning, objective = best.flags.split()[1], best.flags.split()[3]
+    why = (f"measured: {best.flags} reaches {best.accuracy:.1f} % mean target accuracy vs {best.source_only:.1f} % "
+           f"for the same tuning source-only ({best.gain:+.1f}); {best.measurement}")
+    others = sorted((e for e in rows if e is not best), key=lambda e: -e.accuracy)[:3]
+    alts = [f"{e.flags} ({e.accuracy:.1f} % measured, {e.gain:+.1f} vs its source-only)" for e in others]
+    return Recommendation(tuning, objective, [f"large domain gap: A-distance {gap} >= {LARGE_GAP_A_DISTANCE} and "
+                                              f"unlabelled target data is available; {counts}", why],
+                          alts + ["--compare_source_only to check for negative transfer on your data"])
+
+
+def recommend(labels_per_class: Dict[str, int], a_distance: Optional[float], has_unlabelled_target: bool = True,
+              modality: str = "text", evidence: Optional[List[Evidence]] = None) -> Recommendation:
+    """Apply the decision table of the module docstring (``evidence``: default ``evidence.json``)."""
     if not labels_per_class:
         raise ValueError("recommend needs the labelled source examples per class; got none")
     n = min(labels_per_class.values())
@@ -76,12 +125,16 @@ def recommend(labels_per_class: Dict[str, int], a_distance: Optional[float], has
         r.alternatives.append("--tuning frozen --objective erm (a linear probe) as a baseline")
         return r
     if large_gap and has_unlabelled_target:
+        measured = _measured_choice(modality, n, gap, counts, load_evidence() if evidence is None else evidence)
+        if measured is not None:
+            return measured
         tuning = "frozen" if n < SMALL_DATA_PER_CLASS else "partial"
         why_t = (f"{counts} < {SMALL_DATA_PER_CLASS}: keep the backbone frozen" if tuning == "frozen"
                  else f"{counts} >= {SMALL_DATA_PER_CLASS}: enough labels to update the top layers")
         return Recommendation(tuning, "dann", [
             f"large domain gap: A-distance {gap} >= {LARGE_GAP_A_DISTANCE} and unlabelled target data is available: "
-            "align the domains (DANN, Ganin et al. 2016)", why_t],
+            f"align the domains (DANN, Ganin et al. 2016); no measurement for {modality} in evidence.json, "
+            "so this is a rule of thumb", why_t],
             [f"--tuning {tuning} --objective mmd (MK-MMD, Long et al. 2015)",
              "--compare_source_only to check for negative transfer"])
     if n < SMALL_DATA_PER_CLASS and similar:
