@@ -197,6 +197,24 @@ def _pm(mean: float, std) -> str:
     return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
 
 
+def mfcc_rows(payload: Dict[str, Any]) -> List[str]:
+    """Reference rows from ``benchmarks/results/speech_mfcc.json`` (MFCC + logistic regression,
+    ``benchmarks/speech_mfcc.py``) for this benchmark's FSDD targets, when that file exists."""
+    path = ROOT / "benchmarks" / "results" / "speech_mfcc.json"
+    if not path.exists():
+        return []
+    runs = {r["target"]: r for r in json.loads(path.read_text())["runs"]}
+    rows = []
+    for target in payload["settings"]["targets"]:
+        r = runs.get(target)
+        if r:
+            rows.append(f"| FSDD {'+'.join(r['sources'])} -> {target} | MFCC(40) mean/std + logistic regression "
+                        f"(benchmarks/speech_mfcc.py; val. column: the source speakers' test takes) | "
+                        f"{100 * r['cross_speaker_accuracy']:.1f} | - | - | {100 * r['within_speaker_accuracy']:.1f} | "
+                        f"{r['fit_seconds'] / 60:.1f} |")
+    return rows
+
+
 def markdown(payload: Dict[str, Any]) -> str:
     s = payload["settings"]
     lines = [
@@ -218,6 +236,7 @@ def markdown(payload: Dict[str, Any]) -> str:
         delta = "-" if d is None else ("+" if d["mean"] >= 0 else "") + _pm(d["mean"], d["std"])
         lines.append(f"| {r['task']} | {r['setting']} | {_pm(r['mean'], r['std'])} | {per_seed} | {delta} | "
                      f"{'-' if sv is None else f'{100 * sv:.1f}'} | {r['cpu_seconds'] / 60:.1f} |")
+    lines += mfcc_rows(payload)
     n_test = {r["task"]: (r.get("num_examples") or {}).get("test") for r in payload["runs"]}
     lines += ["", "Notes:", "",
               "- Test sets: " + "; ".join(f"{t}: {n} clips (one clip = {100 / n:.1f} points)" for t, n in n_test.items() if n) + ".",
