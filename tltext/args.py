@@ -27,6 +27,10 @@ class ModelArguments:
                                        "NAME:WEIGHT (default: each objective's own, 1.0 for dann/mmd/cdan/mcc)."})
     da_warmup_ratio: float = field(default=0.0, metadata={"help": "MMD: linear ramp of the weight over this fraction of training."})
     mmd_kernels: int = field(default=5, metadata={"help": "Number of Gaussian kernels in MK-MMD."})
+    self_training_threshold: float = field(default=0.9, metadata={"help": "self_training: keep a target pseudo-label "
+                                           "when its softmax probability is above this, in [0, 1] (1.0 keeps none)."})
+    self_training_warmup: float = field(default=0.3, metadata={"help": "self_training: ramp the weight linearly "
+                                        "from 0 over this fraction of training, in [0, 1]."})
     discriminator_hidden_dim: int = field(default=256, metadata={"help": "DANN discriminator width."})
     adapter_dim: Optional[int] = field(default=None, metadata={"help": "Bottleneck adapter width between embedding and head (0: none; default 256 for frozen DA/prototypes)."})
     head_dropout: float = field(default=0.1)
@@ -72,8 +76,9 @@ class DataArguments:
     test_filter: Optional[str] = field(default=None)
     target_filter: Optional[str] = field(default=None)
     label_rename: Optional[str] = field(default=None, metadata={"help": "Rename raw labels in every split, 'zero=0,one=1' (e.g. to match a source corpus)."})
-    max_seq_length: int = field(default=128, metadata={"help": "Tokens per text (longer texts are truncated); "
-                                "clamped, with a warning, to the model's position limit."})
+    max_seq_length: int = field(default=256, metadata={"help": "Tokens per text (longer texts are truncated; batches "
+                                "are padded only to their longest text); clamped, with a warning, to the model's "
+                                "position limit."})
     encoding: Optional[str] = field(default=None, metadata={"help": "Text encoding of CSV/TSV/JSON(L) files "
                                     "(default UTF-8), e.g. cp1252 or latin-1."})
     max_duration_seconds: Optional[float] = field(default=None)
@@ -93,11 +98,16 @@ class TrainArguments:
     learning_rate: Optional[float] = field(default=None, metadata={"help": "Default 1e-3 for frozen, 5e-5 otherwise."})
     head_learning_rate: Optional[float] = field(default=None, metadata={"help": "Head/adapter/discriminator lr (default: lr if frozen, 10x lr otherwise)."})
     num_train_epochs: float = field(default=3.0)
+    head_init: str = field(default="probe", metadata={"help": "partial/full with cross-entropy: 'probe' starts the head "
+                           "from the linear probe on the pretrained embeddings (LP-FT, Kumar et al. 2022; head lr = "
+                           "--learning_rate unless --head_learning_rate), 'random' from a random head (head lr 10x)."})
     linear_probe: bool = field(default=True, metadata={"help": "--tuning frozen with plain cross-entropy and no adapter: "
                                "fit the head to convergence as a logistic regression (scikit-learn lbfgs, C chosen on "
                                "the source validation split) instead of --num_train_epochs of AdamW."})
     max_train_steps: Optional[int] = field(default=None)
-    per_device_train_batch_size: int = field(default=32)
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Examples per process per step, as in "
+                                             "the Hugging Face examples: the global batch is this x processes x "
+                                             "--gradient_accumulation_steps (the summary prints it)."})
     per_device_eval_batch_size: int = field(default=64)
     gradient_accumulation_steps: int = field(default=1)
     weight_decay: float = field(default=0.01)

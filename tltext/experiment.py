@@ -40,6 +40,8 @@ def check_args(m: ModelArguments, d: DataArguments, t: TrainArguments) -> None:
         raise ValueError(f"--num_train_epochs must be positive; got {t.num_train_epochs}")
     if not 0 <= d.validation_split_percentage < 100:
         raise ValueError(f"--validation_split_percentage must be in [0, 100); got {d.validation_split_percentage}")
+    if t.head_init not in ("probe", "random"):
+        raise ValueError(f"--head_init must be probe or random; got {t.head_init!r}")
     if t.class_weights not in (None, "balanced"):
         raise ValueError(f"--class_weights must be 'balanced' (or unset); got {t.class_weights!r}")
     if t.selection not in ("source_validation", "information_maximisation", "last"):
@@ -53,8 +55,9 @@ def check_args(m: ModelArguments, d: DataArguments, t: TrainArguments) -> None:
                          f"--objective {m.objective} uses no target data")
     if d.shots_per_class is not None and d.shots_per_class <= 0:
         raise ValueError(f"--shots_per_class must be positive; got {d.shots_per_class}")
-    if min(m.n_way, m.k_shot, m.n_query) <= 0:
-        raise ValueError("--n_way, --k_shot and --n_query must be positive")
+    bad = [f"--{k} {v}" for k, v in (("n_way", m.n_way), ("k_shot", m.k_shot), ("n_query", m.n_query)) if v is not None and v <= 0]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: must be positive (or left unset to derive it from the training labels)")
     if t.push_to_hub and not t.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id")
     if t.eval_only and not m.model_name_or_path:
@@ -236,7 +239,10 @@ def print_summary(res: Dict[str, Any]) -> None:
         f"model: {res['base_model']}",
         f"train: {res['num_examples'].get('train')} examples from {a['train_file']}  |  classes: {len(res['label_names'])}",
     ]
-    if tr:
+    if tr.get("fit"):
+        lines.append(f"ran: {tr.get('device')} x {tr.get('num_processes')} process(es), precision {tr.get('precision')}, "
+                     f"{tr['fit']}")
+    elif tr:
         lines.append(f"ran: {tr.get('device')} x {tr.get('num_processes')} process(es), precision {tr.get('precision')}, "
                      f"global batch {tr.get('global_batch_size')} (per device {tr.get('per_device_train_batch_size')} "
                      f"x {tr.get('num_processes')} x accumulation {tr.get('gradient_accumulation_steps')}), "
@@ -244,6 +250,8 @@ def print_summary(res: Dict[str, Any]) -> None:
                      + (f", {tr['skipped_fp16_steps']} fp16 overflow steps skipped" if tr.get("skipped_fp16_steps") else ""))
     if tr.get("head"):
         lines.append(f"head: {tr['head']}")
+    if tr.get("head_init"):
+        lines.append(f"head initialised from: {tr['head_init']}")
     vs = res.get("validation_split") or {}
     val_note = ""
     if "stratified" in vs:

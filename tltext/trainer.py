@@ -279,9 +279,37 @@ class Trainer:
         head_modules = [model.adapter] + ([model.classifier] if objective.use_ce else []) + [objective]
         if not objectives.trains_classifier(m.objective):
             model.classifier.requires_grad_(False)
+        if self._probe_init(m, model, objective):  # LP-FT: start fine-tuning from the converged linear probe
+            self._init_head_from_probe(model, backbone)
+            head_lr = t.head_learning_rate or lr
         plan = plan_tuning(backbone, head_modules, m.tuning, lr, head_lr, t.weight_decay, m.unfreeze_top_k,
                            m.layerwise_lr_decay, m.gradual_unfreeze)
         return model, objective, plan, inputs
+
+    def _probe_init(self, m: ModelArguments, model, objective) -> bool:
+        return bool(self.t.head_init == "probe" and m.tuning != "frozen" and objective.use_ce
+                    and objectives.trains_classifier(m.objective) and not model.config.adapter_dim)
+
+    def _init_head_from_probe(self, model, backbone) -> None:
+        """LP-FT (Kumar et al., ICLR 2022): the head of a partial/full fine-tune starts as the
+        logistic-regression probe on the pretrained encoder's embeddings (cached, shared with
+        frozen runs), so the first updates do not distort the features to fit a random head."""
+        from .training.predict import score
+        from .training.probe import fit_linear_probe
+
+        t, metric = self.t, self.t.metric_for_best_model
+        was_training = backbone.training
+        emb = {name: self._encode(backbone, name) for name in ("train", "validation") if name in self.splits}
+        probe = fit_linear_probe(emb["train"], self.splits["train"].labels, len(self.label2id), emb.get("validation"),
+                                 self._labels("validation"),
+                                 lambda lg, y: score(lg, y, self.label_names, (metric,))[metric],
+                                 class_weight=t.class_weights, seed=t.seed)
+        with torch.no_grad():
+            model.classifier.weight.copy_(probe.weight)
+            model.classifier.bias.copy_(probe.bias)
+        backbone.train(was_training)
+        self._head_init = (f"linear probe on the pretrained encoder (LP-FT, Kumar et al. 2022; scikit-learn "
+                           f"LogisticRegression, C={probe.C:g})")
 
     def _install_head(self, model, objective, inputs) -> None:
         """Objectives that compute the head from features (prototypes) set it here."""
@@ -306,7 +334,7 @@ class Trainer:
 
         t = self.t
         set_seed(t.seed)
-        self._probe = None
+        self._probe, self._head_init = None, None
         model, objective, plan, inputs = self._build(m, backbone)
         y = self.splits["train"].labels
         tm = TrainingModule(model, objective)
@@ -430,24 +458,13 @@ class Trainer:
         return score(logits, self.splits[name].labels, self.label_names, self.t.metric), logits
 
     def _episodic(self, model, inputs, labels) -> Dict[str, Any]:
-        """Mean N-way K-shot accuracy over ``eval_episodes`` test episodes, 95 % CI."""
-        from .objectives.prototypes import EpisodeSampler, PrototypicalLoss, episodic_accuracy_ci
+        """Mean N-way K-shot accuracy over ``eval_episodes`` test episodes, 95 % CI
+        (protocol: ``tltext.objectives.prototypes.episodic_evaluation``)."""
+        from .objectives.prototypes import episodic_evaluation
 
         m, t = self.m, self.t
         feats = self.predictor.features(model, inputs, "episodes")
-        y = torch.tensor(labels)
-        loss = PrototypicalLoss()
-        accs = []
-        for ep in EpisodeSampler(labels, m.n_way, m.k_shot, m.n_query, t.eval_episodes, seed=t.seed + 12345):
-            ep = torch.tensor(ep)
-            classes, rel = torch.unique(y[ep], return_inverse=True)
-            n_sup = len(classes) * m.k_shot
-            _, a = loss(feats[ep[:n_sup]], rel[:n_sup], feats[ep[n_sup:]], rel[n_sup:])
-            accs.append(float(a))
-        mean, ci = episodic_accuracy_ci(accs)
-        return {"accuracy": mean, "ci95": ci, "episodes": len(accs), "n_way": m.n_way, "k_shot": m.k_shot,
-                "n_query": m.n_query, "protocol": f"{m.n_way}-way {m.k_shot}-shot, {m.n_query} queries per class, "
-                                                   "nearest prototype on the model's features"}
+        return episodic_evaluation(feats, labels, t.eval_episodes, t.seed + 12345, m.n_way, m.k_shot, m.n_query)
 
     def _guard_note(self, res: RunResult) -> None:
         key = self.t.metric_for_best_model
@@ -473,8 +490,12 @@ class Trainer:
                     "gradient_accumulation_steps": t.gradient_accumulation_steps,
                     "optimizer_steps": fit.steps, "steps_per_epoch": fit.steps_per_epoch,
                     "skipped_fp16_steps": fit.skipped_steps}
+        if getattr(self, "_head_init", None):
+            training["head_init"] = self._head_init
         probe = getattr(self, "_probe", None)
         if probe is not None:
+            training.update(global_batch_size=None, optimizer_steps=None, steps_per_epoch=None,
+                            fit="full batch (scikit-learn lbfgs); no engine steps")
             training["head"] = (f"linear probe: scikit-learn LogisticRegression (lbfgs, L2, C={probe.C:g} chosen from "
                                 f"{', '.join(probe.grid) or '1 (no validation split)'} on the source validation split), "
                                 "fitted to convergence; --learning_rate/--num_train_epochs do not apply")
