@@ -84,6 +84,14 @@ def test_compare_source_only_and_oracle_label(toy, tiny_bert_dir, tmp_path):
     assert "ORACLE" not in res["selection"] and res["oracle"] is False
     saved = json.loads((tmp_path / "cmp" / "results.json").read_text())
     assert saved["source_only"]["test"]["accuracy"] == res["source_only"]["test"]["accuracy"]
+    # the guard decides with the label-free criterion (source validation here), never the test labels
+    g = saved["negative_transfer_guard"]
+    assert g["criterion"] == "source_validation" and g["kept"] in ("adapted", "source_only")
+    assert g["kept"] == ("adapted" if g["adapted"] > g["source_only"] else "source_only")
+    kept = res["source_only"] if g["kept"] == "source_only" else res
+    assert g[g["kept"]] == pytest.approx(kept["validation"]["accuracy"])
+    snd = _run(toy, tiny_bert_dir, tmp_path / "cmp_snd", "mmd", "frozen", "--compare_source_only", "--selection", "snd")
+    assert snd["negative_transfer_guard"]["criterion"] == "snd"
     o = _run(toy, tiny_bert_dir, tmp_path / "oracle", "mmd", "frozen", "--oracle_selection")
     assert o["oracle"] is True and o["selection"].startswith("ORACLE")
     im = _run(toy, tiny_bert_dir, tmp_path / "im", "mmd", "frozen", "--selection", "information_maximisation")

@@ -119,7 +119,9 @@ class TrainArguments:
     early_stopping_patience: Optional[int] = field(default=None)
     metric_for_best_model: str = field(default="accuracy")
     metric: List[str] = field(default_factory=lambda: ["accuracy", "f1"], metadata={"help": "Metrics: bundled names or any evaluate Hub metric."})
-    selection: str = field(default="source_validation", metadata={"help": "source_validation | information_maximisation (unsupervised, on the target) | last."})
+    selection: str = field(default="source_validation", metadata={"help": "Which epoch to keep: source_validation | "
+                           "information_maximisation | snd | dev (label-free, on the unlabelled target) | last; the "
+                           "--compare_source_only guard decides with the same criterion."})
     oracle_selection: bool = field(default=False, metadata={"help": "Select on TARGET test labels (an oracle run; labelled so)."})
     compare_source_only: bool = field(default=False, metadata={"help": "Also train the erm model with the same seed/tuning and report it."})
     eval_episodes: int = field(default=0, metadata={"help": "prototypes: episodic test evaluation with N episodes."})

@@ -44,10 +44,12 @@ def check_args(m: ModelArguments, d: DataArguments, t: TrainArguments) -> None:
         raise ValueError(f"--head_init must be probe or random; got {t.head_init!r}")
     if t.class_weights not in (None, "balanced"):
         raise ValueError(f"--class_weights must be 'balanced' (or unset); got {t.class_weights!r}")
-    if t.selection not in ("source_validation", "information_maximisation", "last"):
-        raise ValueError(f"--selection must be source_validation, information_maximisation or last; got {t.selection!r}")
-    if t.selection == "information_maximisation" and not d.target_file:
-        raise ValueError("--selection information_maximisation needs --target_file")
+    from .training.selection import CRITERIA, NEEDS_TARGET
+
+    if t.selection not in CRITERIA:
+        raise ValueError(f"--selection must be one of {', '.join(CRITERIA)}; got {t.selection!r}")
+    if t.selection in NEEDS_TARGET and not d.target_file:
+        raise ValueError(f"--selection {t.selection} needs --target_file (unlabelled target data)")
     if t.oracle_selection and not d.test_file:
         raise ValueError("--oracle_selection needs a labelled --test_file (the target domain's)")
     if t.compare_source_only and not objectives.needs_target(m.objective):

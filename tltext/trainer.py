@@ -415,8 +415,15 @@ class Trainer:
             source_only = {k: self._score(so_model, so_inputs, k)[0] for k in ("validation", "test") if k in self.splits}
             source_only["timing"] = {"train_seconds": so_fit.train_seconds}
         model, fit, inputs = self._train_one(m, backbone)
+        guard = None
+        if t.compare_source_only:  # the negative-transfer guard: keep the better model by a label-free criterion
+            guard = self._guard(so_model, so_inputs, model, inputs)
+            if guard["kept"] == "source_only":
+                model, fit, inputs = so_model, so_fit, so_inputs
         self.model = model
         res = self._result(fit)
+        if guard is not None:
+            res.extra["negative_transfer_guard"] = guard
         out_dir = t.output_dir
         if out_dir and t.save_model:
             if self.acc.is_main_process:
@@ -437,6 +444,9 @@ class Trainer:
             raise
         if source_only is not None:
             res.source_only = source_only
+            if guard["kept"] == "source_only":
+                res.warn(f"negative-transfer guard kept the source-only model ({guard['criterion']}: "
+                         f"{guard['source_only']} vs {guard['adapted']}); OUT/model and the scores above are source-only's")
             self._guard_note(res)
         self.result = res
         self._write(res)
@@ -465,6 +475,30 @@ class Trainer:
         m, t = self.m, self.t
         feats = self.predictor.features(model, inputs, "episodes")
         return episodic_evaluation(feats, labels, t.eval_episodes, t.seed + 12345, m.n_way, m.k_shot, m.n_query)
+
+    def _guard(self, so_model, so_inputs, model, inputs) -> Dict[str, Any]:
+        """Score the source-only and the adapted model with the run's label-free selection
+        criterion (``--selection``; ``last`` falls back to the source validation split) and
+        keep the better one (ties keep source-only). No target labels are used."""
+        from .training.selection import HISTORY_KEYS, SelectionData, Selector
+
+        t = self.t
+        crit = t.selection if t.selection != "last" else "source_validation"
+
+        def criterion(mdl, inp) -> Optional[float]:
+            data = SelectionData(train_inputs=inp["train"], train_labels=self.splits["train"].labels,
+                                 validation_inputs=inp.get("validation"), validation_labels=self._labels("validation"),
+                                 target_inputs=inp.get("target"))
+            return Selector(crit, self.predictor, data, self.label_names, t.metric_for_best_model, t.metric,
+                            seed=t.seed).score(mdl, -1)["score"]
+
+        so, adapted = criterion(so_model, so_inputs), criterion(model, inputs)
+        kept = "adapted" if (so is None or (adapted is not None and adapted > so)) else "source_only"
+        key = HISTORY_KEYS[crit][0]
+        note = (f"negative-transfer guard: {crit} ({key}, higher is better after sign) source-only {so}, "
+                f"{self.m.objective} {adapted}: kept {kept}")
+        print(note, flush=True)
+        return {"criterion": crit, "source_only": so, "adapted": adapted, "kept": kept, "note": note}
 
     def _guard_note(self, res: RunResult) -> None:
         key = self.t.metric_for_best_model

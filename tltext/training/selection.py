@@ -33,6 +33,8 @@ from torch.nn import functional as F
 
 from .predict import Predictor, score
 
+#: criteria computed on the unlabelled target split
+NEEDS_TARGET = ("information_maximisation", "snd", "dev")
 CRITERIA: Dict[str, str] = {
     "source_validation": "source validation split",
     "information_maximisation": "information maximisation on unlabelled target (no target labels)",
