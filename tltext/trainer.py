@@ -381,7 +381,7 @@ class Trainer:
 
         probe = fit_linear_probe(inputs["train"], self.splits["train"].labels, len(self.label2id),
                                  inputs.get("validation"), self._labels("validation"), val_score,
-                                 class_weight=t.class_weights, seed=t.seed)
+                                 class_weight=t.class_weights, seed=t.seed, refit=True)
         with torch.no_grad():
             model.classifier.weight.copy_(probe.weight)
             model.classifier.bias.copy_(probe.bias)
@@ -435,6 +435,11 @@ class Trainer:
                 if name in self.splits:
                     metrics, logits[name] = self._score(model, inputs, name)
                     setattr(res, name, metrics)
+            if getattr(self, "_probe", None) is not None and self._probe.refit:
+                metric = self.t.metric_for_best_model
+                res.validation = {metric: self._probe.grid.get(f"{self._probe.C:g}"),
+                                  "note": f"{metric} of the probe fitted on the training split only (the one that "
+                                          "chose C); the saved probe was then refitted on training + validation"}
             if t.eval_episodes and "test" in inputs:
                 res.test_episodic = self._episodic(model, inputs["test"], self.splits["test"].labels)
         except Exception as e:  # noqa: BLE001 - the model is saved: say what failed, keep it
@@ -531,8 +536,9 @@ class Trainer:
             training.update(global_batch_size=None, optimizer_steps=None, steps_per_epoch=None,
                             fit="full batch (scikit-learn lbfgs); no engine steps")
             training["head"] = (f"linear probe: scikit-learn LogisticRegression (lbfgs, L2, C={probe.C:g} chosen from "
-                                f"{', '.join(probe.grid) or '1 (no validation split)'} on the source validation split), "
-                                "fitted to convergence; --learning_rate/--num_train_epochs do not apply")
+                                f"{', '.join(probe.grid) or '1 (no validation split)'} on the source validation split"
+                                + (", then refitted on training + validation" if probe.refit else "")
+                                + "), fitted to convergence; --learning_rate/--num_train_epochs do not apply")
             if probe.max_iter_reached:
                 self._warnings.append("linear probe: lbfgs stopped at max_iter before converging")
             selection = ("source validation split (C of the logistic-regression probe)" if probe.grid

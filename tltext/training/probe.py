@@ -27,6 +27,7 @@ class ProbeFit:
     C: float
     grid: Dict[str, float] = field(default_factory=dict)
     max_iter_reached: bool = False
+    refit: bool = False
 
 
 def _fit(x: np.ndarray, y: np.ndarray, C: float, num_classes: int, class_weight, seed: int):
@@ -47,10 +48,12 @@ def _fit(x: np.ndarray, y: np.ndarray, C: float, num_classes: int, class_weight,
 
 def fit_linear_probe(x: torch.Tensor, y: Sequence[int], num_classes: int, val_x: Optional[torch.Tensor] = None,
                      val_y: Optional[Sequence[int]] = None, score=None, class_weight: Optional[str] = None,
-                     seed: int = 0, grid: Sequence[float] = C_GRID) -> ProbeFit:
+                     seed: int = 0, grid: Sequence[float] = C_GRID, refit: bool = False) -> ProbeFit:
     """Fit the head on ``x`` ``[N, H]`` / ``y`` ``[N]``; with a validation split, C is the
     grid value whose head scores best by ``score(logits [M, C], val_y) -> float`` (ties:
-    the smaller C), else C = 1 (scikit-learn's default)."""
+    the smaller C), else C = 1 (scikit-learn's default). ``refit``: once C is chosen, fit
+    again on the training and validation examples together (as ``LogisticRegressionCV``
+    refits on all folds), so no labelled example is left unused."""
     xn, yn = x.double().numpy(), np.asarray(y)
     cw = "balanced" if class_weight == "balanced" else None
     results: List = []
@@ -65,5 +68,9 @@ def fit_linear_probe(x: torch.Tensor, y: Sequence[int], num_classes: int, val_x:
         results.append((C, w, b, s, capped))
     best = max(results, key=lambda r: (r[3] if r[3] is not None else 0.0, -r[0]))
     C, w, b, _, capped = best
+    if refit and val_x is not None and val_y is not None:  # C chosen: fit on every labelled example
+        xa = np.concatenate([xn, val_x.double().numpy()])
+        w, b, capped = _fit(xa, np.concatenate([yn, np.asarray(val_y)]), C, num_classes, cw, seed)
     return ProbeFit(torch.tensor(w, dtype=torch.float32), torch.tensor(b, dtype=torch.float32), C,
-                    {f"{r[0]:g}": r[3] for r in results if r[3] is not None}, capped)
+                    {f"{r[0]:g}": r[3] for r in results if r[3] is not None}, capped,
+                    bool(refit and val_x is not None and val_y is not None))
