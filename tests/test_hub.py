@@ -304,3 +304,21 @@ def test_cli_push_errors(stub, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no model.safetensors" in err and FAKE not in err
     assert stub.requests == []  # nothing was sent
+
+
+def test_card_states_what_ran():
+    """Precision, the global batch and steps, how the head was fitted, the guard's decision
+    and an unstratified validation split are stated as results.json records them."""
+    res = {"modality": "text", "objective": "mmd", "tuning": "frozen", "label_names": ["a", "b"],
+           "selection": "source validation split", "num_examples": {"train": 9}, "validation": {}, "test": {},
+           "training": {"device": "cpu", "num_processes": 2, "precision": "bf16", "fit": None,
+                        "global_batch_size": 64, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 2,
+                        "optimizer_steps": 30, "head_init": "linear probe on the pretrained encoder (LP-FT)"},
+           "negative_transfer_guard": {"note": "negative-transfer guard: snd ... kept source_only"},
+           "validation_split": {"size": 1, "stratified": False, "reason": "class id(s) [1] have a single example"},
+           "args": {"tuning": "frozen", "objective": "mmd", "train_file": "x.jsonl", "seed": 1}}
+    card = render_card(res, {"backbone": {"type": "text"}})
+    assert "precision bf16; global batch 64 (per device 16 x 2 process(es) x accumulation 2), 30 optimizer steps" in card
+    assert "head initialised from: linear probe on the pretrained encoder (LP-FT)" in card
+    assert "kept source_only" in card
+    assert "not stratified (class id(s) [1] have a single example)" in card

@@ -240,6 +240,30 @@ def _domain_gap(gap: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def _what_ran(res: Dict[str, Any]) -> List[str]:
+    """What actually ran (results.json ``training``): device, precision, global batch,
+    optimizer steps, how the head was fitted or initialised, the guard's decision."""
+    tr = res.get("training") or {}
+    out = []
+    if tr:
+        steps = tr.get("fit") or (f"global batch {tr.get('global_batch_size')} (per device "
+                                  f"{tr.get('per_device_train_batch_size')} x {tr.get('num_processes')} process(es) x "
+                                  f"accumulation {tr.get('gradient_accumulation_steps')}), {tr.get('optimizer_steps')} "
+                                  "optimizer steps")
+        out.append(f"- ran on {tr.get('device')} x {tr.get('num_processes')}, precision {tr.get('precision')}; {steps}")
+    for key, label in (("head", "head"), ("head_init", "head initialised from")):
+        if tr.get(key):
+            out.append(f"- {label}: {tr[key]}")
+    g = res.get("negative_transfer_guard")
+    if g:
+        out.append(f"- {g['note']}")
+    vs = res.get("validation_split") or {}
+    if "stratified" in vs:
+        out.append(f"- validation split: {vs['size']} examples held out, "
+                   + ("stratified" if vs["stratified"] else f"not stratified ({vs.get('reason')})"))
+    return out + ([""] if out else [])
+
+
 def _hyperparameters(res: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
     a = dict(res.get("args", {}))
     ctx = {"tuning": res.get("tuning", a.get("tuning")), "objective": res.get("objective", a.get("objective")),
@@ -384,7 +408,7 @@ def render_card(res: Dict[str, Any], config: Optional[Dict[str, Any]] = None, re
             count = res.get("num_examples", {}).get({"train_file": "train", "target_file": "target",
                                                      "validation_file": "validation", "test_file": "test"}[key])
             body.append(f"- {label}: {_describe_data(a[key], a.get(filt))}" + (f", {count} examples" if count else ""))
-    body += ["", "## Training procedure", ""] + _hyperparameters(res, config)
+    body += ["", "## Training procedure", ""] + _what_ran(res) + _hyperparameters(res, config)
     body += ["", "## How to use", ""] + _usage(modality, repo_id or "path/to/OUT/model", config)
     body += ["", "## Limitations", ""] + _limitations(res, config)
     labels = res.get("label_names") or [v for _, v in sorted((int(k), v) for k, v in config.get("id2label", {}).items())]
