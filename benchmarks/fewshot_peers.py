@@ -110,12 +110,31 @@ class Embedder:
         return self._test
 
 
+def centroids(e: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Re-normalised class means of unit embeddings (rows = classes)."""
+    cent = np.zeros((n_classes, e.shape[1]), dtype=np.float32)
+    np.add.at(cent, y, e)
+    return cent / np.linalg.norm(cent, axis=1, keepdims=True).clip(min=1e-12)
+
+
+def logreg_cv(e: np.ndarray, y: np.ndarray, k: int, seed: int):
+    """LogisticRegression(max_iter=2000) with C from LOGREG_CS by stratified min(5, K)-fold CV, refit on all rows."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning on the small-C corners of the grid is expected
+        gs = GridSearchCV(LogisticRegression(max_iter=2000), {"C": list(LOGREG_CS)},
+                          cv=StratifiedKFold(n_splits=min(5, k), shuffle=True, random_state=seed),
+                          scoring="accuracy", n_jobs=1, refit=True)
+        gs.fit(e, y)
+    return gs
+
+
 def run_centroid(emb: Embedder, sx, sy, te_x, te_y, n_classes: int) -> Dict[str, Any]:
     t0 = time.perf_counter()
     e = emb.encode(sx)
-    cent = np.zeros((n_classes, e.shape[1]), dtype=np.float32)
-    np.add.at(cent, sy, e)
-    cent /= np.linalg.norm(cent, axis=1, keepdims=True).clip(min=1e-12)
+    cent = centroids(e, sy, n_classes)
     train_s = time.perf_counter() - t0
     et = emb.test(te_x)
     t1 = time.perf_counter()
@@ -129,20 +148,12 @@ def run_centroid(emb: Embedder, sx, sy, te_x, te_y, n_classes: int) -> Dict[str,
 
 
 def run_logreg(emb: Embedder, sx, sy, te_x, te_y, k: int, seed: int) -> Dict[str, Any]:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
-
     t0 = time.perf_counter()
     e = emb.encode(sx)
     enc_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     folds = min(5, k)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ConvergenceWarning on the small-C corners of the grid is expected
-        gs = GridSearchCV(LogisticRegression(max_iter=2000), {"C": list(LOGREG_CS)},
-                          cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed),
-                          scoring="accuracy", n_jobs=1, refit=True)
-        gs.fit(e, sy)
+    gs = logreg_cv(e, sy, k, seed)
     fit_s = time.perf_counter() - t1
     et = emb.test(te_x)
     t2 = time.perf_counter()
@@ -190,8 +201,21 @@ def run_setfit(model_path: str, sx, sy, te_x, te_y, seed: int, args_ns) -> Dict[
         pred = model.predict(list(te_x), batch_size=32, as_numpy=True, use_labels=False, show_progress_bar=False)
     predict_s = time.perf_counter() - t2
     pred = np.asarray(pred).astype(np.int64)
-    return {"accuracy": float((pred == te_y).mean()), "train_s": train_s, "predict_s": predict_s,
-            "load_s": load_s, "settings": settings}
+    out = {"accuracy": float((pred == te_y).mean()), "train_s": train_s, "predict_s": predict_s,
+           "load_s": load_s, "settings": settings}
+    if args_ns.setfit_diagnostics:
+        # not SetFit's result: the fine-tuned body under this script's other two heads, to tell body from head
+        t3 = time.perf_counter()
+        body = model.model_body
+        enc = dict(batch_size=ENCODE_BATCH, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        es, et = body.encode(list(sx), **enc), body.encode(list(te_x), **enc)
+        n_classes = int(max(int(np.max(sy)), int(np.max(te_y)))) + 1
+        gs = logreg_cv(es, np.asarray(sy), len(sx) // len(set(int(v) for v in sy)), seed)
+        out["diagnostics"] = {
+            "finetuned_body_centroid_accuracy": float(((et @ centroids(es, np.asarray(sy), n_classes).T).argmax(1) == te_y).mean()),
+            "finetuned_body_logreg_accuracy": float((gs.best_estimator_.predict(et) == te_y).mean()),
+            "finetuned_body_logreg_C": float(gs.best_params_["C"]), "diagnostics_s": time.perf_counter() - t3}
+    return out
 
 
 def key(r: Dict[str, Any]) -> Tuple[str, int, int]:
@@ -207,7 +231,8 @@ def summarise(runs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             rows.append({"method": m, "k": k, "n": len(rs), "seeds": [r["seed"] for r in rs],
                          "accuracy_mean": statistics.mean(acc), "accuracy_std": statistics.stdev(acc) if len(acc) > 1 else None,
                          "train_s_mean": statistics.mean(r["train_s"] for r in rs),
-                         "predict_s_mean": statistics.mean(r["predict_s"] for r in rs)})
+                         "predict_s_mean": statistics.mean(r["predict_s"] for r in rs),
+                         "run_cpu_s_mean": statistics.mean(r["cpu_s"] for r in rs)})
     return rows
 
 
@@ -219,22 +244,37 @@ def markdown(payload: Dict[str, Any]) -> str:
              f"setfit {s['setfit_version']}, sentence-transformers {s['sentence_transformers']}, "
              f"transformers {s['transformers']}, torch {s['torch']}, scikit-learn {s['sklearn']}; "
              f"{payload['machine']['cpus']} CPU cores shared, one torch thread.", "",
-             "| method | K | test accuracy (%) | train s (mean) | predict s (mean) |", "|---|---|---|---|---|"]
+             "| method | K | test accuracy (%) | train s (mean) | predict s (mean) | run CPU s (mean) |",
+             "|---|---|---|---|---|---|"]
     for r in payload["summary"]:
         std = f"{r['accuracy_std']:.1f}" if r["accuracy_std"] is not None else "n/a"
         lines.append(f"| {r['method']} | {r['k']} | {r['accuracy_mean']:.1f} +- {std} (n={r['n']}; seeds "
-                     f"{','.join(map(str, r['seeds']))}) | {r['train_s_mean']:.1f} | {r['predict_s_mean']:.1f} |")
+                     f"{','.join(map(str, r['seeds']))}) | {r['train_s_mean']:.1f} | {r['predict_s_mean']:.1f} | "
+                     f"{r['run_cpu_s_mean']:.0f} |")
     lines += ["", "train s: centroid/logreg = encoding the support set + fitting (logreg: incl. the C grid search); "
               "setfit = trainer.train() (contrastive body fine-tuning + head fit). predict s: encoding the 3,080 test "
               "texts + classifying (centroid/logreg encode the test split once per process and share that time; "
-              "model loading not included). Sample std over seeds; 'n/a' where n=1.", "",
+              "model loading not included). run CPU s: CPU seconds of the whole run (one thread; less sensitive to other "
+              "jobs than wall time). Sample std over seeds; 'n/a' where n=1. Wall times are on 2 CPU cores "
+              "shared with other jobs (1-minute load average per run below): compare them within a run, not across.", "",
               "Per run (accuracy %, chosen logreg C, support-set fingerprint = sha1 of the sorted train row indices):", "",
-              "| method | K | seed | accuracy | train s | predict s | C | support sha1 |", "|---|---|---|---|---|---|---|---|"]
+              "| method | K | seed | accuracy | train s | predict s | C | support sha1 | run CPU s | load avg (start/end) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(payload["runs"], key=lambda r: (METHODS.index(r["method"]), r["k"], r["seed"])):
         c = r["settings"].get("C", "")
         lines.append(f"| {r['method']} | {r['k']} | {r['seed']} | {100 * r['accuracy']:.2f} | {r['train_s']:.1f} | "
-                     f"{r['predict_s']:.1f} | {c} | {r['support_sha1']} |")
+                     f"{r['predict_s']:.1f} | {c} | {r['support_sha1']} | {r['cpu_s']:.0f} | {r['loadavg_start']:.1f}/{r['loadavg_end']:.1f} |")
     setfit_runs = [r for r in payload["runs"] if r["method"] == "setfit"]
+    diag = [r for r in setfit_runs if "diagnostics" in r]
+    if diag:
+        lines += ["", "Diagnostics (not SetFit's result): SetFit's fine-tuned body scored with this script's centroid "
+                  "and tuned-C logreg heads, on the same support set:", "",
+                  "| K | seed | SetFit (default head) | fine-tuned body + centroid | fine-tuned body + logreg (C) |",
+                  "|---|---|---|---|---|"]
+        for r in diag:
+            d = r["diagnostics"]
+            lines.append(f"| {r['k']} | {r['seed']} | {100 * r['accuracy']:.2f} | {100 * d['finetuned_body_centroid_accuracy']:.2f} "
+                         f"| {100 * d['finetuned_body_logreg_accuracy']:.2f} ({d['finetuned_body_logreg_C']:g}) |")
     if setfit_runs:
         st = {k: v for k, v in setfit_runs[0]["settings"].items() if k not in ("seed", "pairs", "train_warnings")}
         lines += ["", "setfit settings: " + "; ".join(f"{k}={v}" for k, v in st.items())
@@ -260,8 +300,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--out", default=DEFAULT_OUT)
     ap.add_argument("--data_dir", default=DATA)
     ap.add_argument("--setfit_iterations", type=int, default=20)
+    ap.add_argument("--no_setfit_diagnostics", dest="setfit_diagnostics", action="store_false",
+                    help="skip scoring SetFit's fine-tuned body with the centroid and tuned-C logreg heads too")
     ap.add_argument("--force", action="store_true", help="rerun runs the JSON already has")
+    ap.add_argument("--md_only", action="store_true", help="only rewrite the .md from the JSON (no runs)")
     a = ap.parse_args(argv)
+    if a.md_only:
+        with open(a.out) as f:
+            payload = json.load(f)
+        payload["summary"] = summarise(payload["runs"])
+        write(a.out, payload)
+        print(markdown(payload))
+        return 0
 
     import sklearn
     import torch
