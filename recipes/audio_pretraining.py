@@ -119,7 +119,8 @@ def pretrain(m: PretrainingArguments, d: DataArguments, t: TrainArguments):
     trainer.train()
     res = trainer.result.as_dict()
     heads = trained_heads(backbone.encoder)
-    res.update(pretraining_data=counts, pretraining_config={**describe_config(heads.config), "mask_time_prob": m.mask_time_prob})
+    res.update(pretraining_data=counts, pretraining_config={**describe_config(heads.config), "mask_time_prob": m.mask_time_prob,
+                                                            "quantizer_from_checkpoint": heads.loaded_heads})
     if acc.is_main_process:
         if t.save_model:
             save_pretraining_model(heads.pretraining_model(backbone.encoder), backbone, t.output_dir)

@@ -160,7 +160,27 @@ def test_pretraining_loss_decreases_and_perplexity_is_logged(pretrained):
     temps = [h["wav2vec2/gumbel_temperature"] for h in hist]
     assert temps[0] == pytest.approx(2.0) and temps[-1] < 0.6 and temps == sorted(temps, reverse=True)
     assert res["pretraining_data"] == {"clips": 20, "used": 20, "too_short": 0, "silent": 0}
-    assert res["pretraining_config"]["num_negatives"] == 8
+    assert res["pretraining_config"]["num_negatives"] == 8 and res["pretraining_config"]["quantizer_from_checkpoint"] is False
+
+
+def test_pretraining_continues_from_its_checkpoint_quantizer_included(pretrained, data_dir, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    argv = ["--model_name_or_path", str(pretrained / "model"), "--train_file", str(data_dir / "fsdd" / "manifest.csv"),
+            "--train_filter", "speaker=jackson;split=test;digit=0", "--audio_column", "path", "--max_train_steps", "1",
+            "--learning_rate", "1e-12", "--output_dir", str(tmp_path / "more"), "--disable_tqdm", *SMALL_CODEBOOK]
+    assert _recipe().main(argv) == 0
+    res = json.loads((tmp_path / "more" / "results.json").read_text())
+    assert res["pretraining_config"]["quantizer_from_checkpoint"] is True
+    before, after = load_file(str(pretrained / "model" / "model.safetensors")), load_file(str(tmp_path / "more" / "model" / "model.safetensors"))
+    assert torch.allclose(before["quantizer.codevectors"], after["quantizer.codevectors"], atol=1e-6)
+    capsys.readouterr()
+    other = ["--model_name_or_path", str(pretrained / "model"), "--train_file", str(data_dir / "fsdd" / "manifest.csv"),
+             "--train_filter", "speaker=jackson;split=test;digit=0", "--audio_column", "path", "--max_train_steps", "1",
+             "--output_dir", str(tmp_path / "other"), "--disable_tqdm", "--num_codevectors_per_group", "8"]
+    assert _recipe().main(other) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # transformers' load report may come before it
+    assert last.startswith("error: --model_name_or_path") and "does not fit the codebook flags" in last
 
 
 def test_saved_model_loads_in_the_classification_recipe(pretrained, tmp_path, data_dir):

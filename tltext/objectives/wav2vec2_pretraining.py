@@ -212,7 +212,14 @@ class Wav2Vec2Pretraining(Objective):
         heads = {k: v for k, v in state.items() if k.startswith(HEAD_PREFIXES)}
         if not heads:
             return False
-        self.load_state_dict({**self.state_dict(), **heads})
+        own = self.state_dict()
+        wrong = [f"{k} {tuple(v.shape)} there, {tuple(own[k].shape)} here" for k, v in heads.items()
+                 if k in own and own[k].shape != v.shape]
+        if wrong:
+            raise ValueError(f"--model_name_or_path {path}: its quantizer does not fit the codebook flags ({wrong[0]}); "
+                             "leave --num_codevector_groups/--num_codevectors_per_group/--codevector_dim/"
+                             "--proj_codevector_dim unset to continue with the checkpoint's")
+        self.load_state_dict({**own, **heads})
         if "wav2vec2.masked_spec_embed" in state:
             with torch.no_grad():
                 encoder.masked_spec_embed.copy_(state["wav2vec2.masked_spec_embed"])
