@@ -107,8 +107,9 @@ def test_pair_sampler_large_data_draws_partners_per_anchor(monkeypatch):
     assert np.array_equal(np.bincount(p[0::2, 0], minlength=len(y)), np.full(len(y), 2))  # each example R times
 
 
-def test_class_balanced_sampler_covers_every_example_with_positives():
-    y = np.asarray(_labels())
+@pytest.mark.parametrize("per_class_counts", [(10,) * 7 + (3, 1), (5,) * 6 + (9, 1)])  # 5 = 4 + a leftover single
+def test_class_balanced_sampler_covers_every_example_with_positives(per_class_counts):
+    y = np.asarray(_labels(per_class_counts))
     s = ClassBalancedBatchSampler(y, batch_size=16, per_class=4, passes=2, seed=0)
     batches = list(s)
     assert len(batches) == len(s)
@@ -117,8 +118,8 @@ def test_class_balanced_sampler_covers_every_example_with_positives():
     assert all(len(b) <= 16 for b in batches)
     for b in batches:
         counts = np.bincount(y[b])
-        # every class present in a batch has >= 2 examples, except the one-example class 8
-        assert all(c >= 2 for k, c in enumerate(counts) if c and k != 8)
+        # every class present in a batch has >= 2 examples, except the one-example (last) class
+        assert all(c >= 2 for k, c in enumerate(counts) if c and k != len(per_class_counts) - 1)
     with pytest.raises(ValueError, match="need batch_size >= 2, per_class >= 2, passes >= 1"):
         ClassBalancedBatchSampler(y, batch_size=16, per_class=1)
 

@@ -115,7 +115,8 @@ class ClassBalancedBatchSampler(_EpochSampler):
             p = rng.permutation(pool).tolist()
             cut = [p[i:i + self.per_class] for i in range(0, len(p), self.per_class)]
             if len(cut) > 1 and len(cut[-1]) == 1:
-                cut[-2] += cut.pop()
+                last = cut.pop()
+                cut[-1] = cut[-1] + last
             chunks += cut
         batches, cur = [], []
         for j in rng.permutation(len(chunks)):
