@@ -123,6 +123,9 @@ class TrainArguments:
                            "information_maximisation | snd | dev (label-free, on the unlabelled target) | last; the "
                            "--compare_source_only guard decides with the same criterion."})
     oracle_selection: bool = field(default=False, metadata={"help": "Select on TARGET test labels (an oracle run; labelled so)."})
+    record_oracle: bool = field(default=False, metadata={"help": "Record the metric on the TARGET test labels each epoch "
+                                "(history: oracle_test_metric) WITHOUT selecting on it, to compare selection criteria "
+                                "with the oracle afterwards (benchmarks/selection_table.py)."})
     compare_source_only: bool = field(default=False, metadata={"help": "Also train the erm model with the same seed/tuning and report it."})
     eval_episodes: int = field(default=0, metadata={"help": "prototypes: episodic test evaluation with N episodes."})
     eval_only: bool = field(default=False, metadata={"help": "Evaluate --model_name_or_path (a tltext model) without training."})

@@ -50,6 +50,11 @@ def check_args(m: ModelArguments, d: DataArguments, t: TrainArguments) -> None:
         raise ValueError(f"--selection must be one of {', '.join(CRITERIA)}; got {t.selection!r}")
     if t.selection in NEEDS_TARGET and not d.target_file:
         raise ValueError(f"--selection {t.selection} needs --target_file (unlabelled target data)")
+    if t.selection == "dev" and not (d.validation_file or d.validation_split_percentage > 0):
+        raise ValueError("--selection dev needs a labelled source validation split (--validation_file or "
+                         "--validation_split_percentage > 0)")
+    if t.record_oracle and not d.test_file:
+        raise ValueError("--record_oracle needs a labelled --test_file (the target domain's)")
     if t.oracle_selection and not d.test_file:
         raise ValueError("--oracle_selection needs a labelled --test_file (the target domain's)")
     if t.compare_source_only and not objectives.needs_target(m.objective):

@@ -347,10 +347,11 @@ class Trainer:
         sel_data = SelectionData(
             train_inputs=inputs["train"], train_labels=y,
             validation_inputs=inputs.get("validation"), validation_labels=self._labels("validation"),
-            target_inputs=inputs.get("target"), test_inputs=inputs.get("test") if t.oracle_selection else None,
-            test_labels=self._labels("test") if t.oracle_selection else None)
+            target_inputs=inputs.get("target"),
+            test_inputs=inputs.get("test") if (t.oracle_selection or t.record_oracle) else None,
+            test_labels=self._labels("test") if (t.oracle_selection or t.record_oracle) else None)
         selector = Selector(t.selection, self.predictor, sel_data, self.label_names, t.metric_for_best_model,
-                            t.metric, oracle=t.oracle_selection,
+                            t.metric, oracle=t.oracle_selection, record_oracle=t.record_oracle, seed=t.seed,
                             install_head=(lambda mod: self._install_head(mod, objective, inputs)) if objective.builds_head else None)
         if self._is_probe(m, model, objective):
             fit = self._fit_probe(model, inputs)
@@ -519,7 +520,7 @@ class Trainer:
 
         t, m = self.t, self.m
         has_val = "validation" in self.splits
-        selection = describe(t.selection, t.oracle_selection) if (has_val or t.selection != "source_validation"
+        selection = describe(t.selection, t.oracle_selection, t.record_oracle) if (has_val or t.selection != "source_validation"
                                                                    or t.oracle_selection) else "last epoch (no validation data)"
         timing = {"train_seconds": fit.train_seconds, "train_samples_per_second": fit.train_samples_per_second,
                   "train_steps": fit.steps, "heap_trims": fit.heap_trims, **asdict(self.cache.stats)}
