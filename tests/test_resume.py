@@ -111,7 +111,7 @@ def test_resume_from_each_kind_of_checkpoint(case, data, tiny_bert_dir, tmp_path
     order, the target stream) resumed from end-of-epoch, mid-epoch and last-batch
     checkpoints, with early stopping state carried over."""
     if case == "prototypes-frozen-epoch":
-        extra = ["--objective", "prototypes", "--tuning", "frozen", "--n_way", "2", "--k_shot", "3", "--n_query", "3",
+        extra = ["--objective", "prototypes", "--tuning", "frozen", "--adapter_dim", "16", "--n_way", "2", "--k_shot", "3", "--n_query", "3",
                  "--episodes_per_epoch", "5", "--num_train_epochs", "3", "--checkpointing_steps", "epoch",
                  "--early_stopping_patience", "1"]
         picks = None  # every checkpoint (one per epoch)
