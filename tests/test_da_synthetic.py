@@ -13,22 +13,12 @@ from torch import nn
 from tltext.objectives.dann import DomainAdversarialLoss, dann_coefficient
 from tltext.objectives.mmd import MultipleKernelMMD
 
-DIM, STEPS, BATCH = 10, 300, 64
+from synthetic_da import BATCH, DIM, make_domain
+
+STEPS = 300
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
-
-def make_domain(n, gen, target):
-    y = torch.randint(0, 2, (n,), generator=gen)
-    sign = y.float() * 2 - 1
-    x = torch.randn(n, DIM, generator=gen)
-    x[:, 0] += 2.0 * sign
-    x[:, 1] += 1.5 * sign
-    if target:
-        x[:, 0] -= 3.0
-        x[:, 2:] += 1.0
-    return x, y
 
 
 def train(seed, mode):

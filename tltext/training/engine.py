@@ -113,16 +113,6 @@ def check_checkpoint_args(t) -> None:
                              f"and {out} is not empty; use --overwrite_output_dir to start afresh")
 
 
-def _adamw(param_groups: List[Dict]) -> torch.optim.AdamW:
-    """AdamW, fused where torch supports the parameters (one kernel per step, no per-step temporary
-    copies of every parameter: peak RSS 1981 -> 1908 MB in benchmarks/throughput.py, MiniLM on CPU)."""
-    lr = param_groups[0]["lr"] if param_groups else 1e-3
-    try:
-        return torch.optim.AdamW(param_groups, lr=lr, fused=True)
-    except (RuntimeError, ValueError):
-        return torch.optim.AdamW(param_groups, lr=lr)
-
-
 class NonFiniteLossError(FloatingPointError):
     pass
 
