@@ -95,3 +95,34 @@ def test_readme_python_example_runs_as_written(tmp_path):
     acc = float(out[-2])
     assert 0.6 < acc <= 1.0, out  # MiniLM, books -> kitchen: well above chance
     assert set(eval(out[-1])) <= {"positive", "negative"}
+
+
+def test_api_inputs_users_tried(tiny_bert_dir, tmp_path):
+    """Found by a new user: empty targets, a saved OUT/model as model=, a single string to
+    predict, ClassLabel names, rows with no text, and a term skipped on every step."""
+    from tltext import Trainer, TrainArguments
+
+    rows = reviews(8, 1)
+    with pytest.raises(ValueError, match="target_dataset: no rows"):
+        Trainer(model=tiny_bert_dir, train_dataset=rows, target_dataset=[], objective="mmd")
+    with pytest.raises(ValueError, match="row 1 has no text in 'text'"):
+        Trainer(model=tiny_bert_dir, train_dataset=[rows[0], {"text": None, "label": "neg"}])
+    with pytest.raises(ValueError, match="tuning must be one of frozen, partial, full; got 'lora'"):
+        Trainer(model=tiny_bert_dir, train_dataset=rows, tuning="lora")
+    ds = datasets.Dataset.from_dict({"text": [r["text"] for r in rows], "label": [int(r["label"] == "pos") for r in rows]},
+                                    features=datasets.Features({"text": datasets.Value("string"),
+                                                                "label": datasets.ClassLabel(names=["neg", "pos"])}))
+    args = TrainArguments(output_dir=str(tmp_path / "a"), num_train_epochs=1, disable_tqdm=True, report=False,
+                          per_device_train_batch_size=1)
+    trainer = Trainer(model=tiny_bert_dir, args=args, train_dataset=ds, objective="mmd", tuning="partial",
+                      target_dataset=[r["text"] for r in rows])
+    trainer.train()
+    assert trainer.label_names == ["neg", "pos"]
+    assert any("mmd was skipped on every step" in w for w in trainer.result.warnings)  # batches of one row
+    assert len(trainer.predict("great product works well").labels) == 1
+    with pytest.raises(ValueError, match="no items"):
+        trainer.predict([])
+    again = Trainer(model=str(tmp_path / "a" / "model"), args=TrainArguments(output_dir=str(tmp_path / "b"),
+                    disable_tqdm=True, report=False), train_dataset=rows, tuning="frozen")
+    again.train()  # continues from the trained tltext model's backbone
+    assert again.result.test == {} and 0.0 <= again.evaluate(rows)["accuracy"] <= 1.0

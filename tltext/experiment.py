@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import asdict
 from typing import Any, Dict, List, Optional
 
@@ -232,7 +233,8 @@ def build_backbone(modality: str, m: ModelArguments, d: DataArguments):
 def _metric_line(d: Optional[Dict[str, Any]], keys=("accuracy", "f1")) -> str:
     if not d:
         return "-"
-    return "  ".join(f"{k} {d[k]:.4f}" for k in keys if isinstance(d.get(k), (int, float)))
+    return "  ".join(f"{k} {d[k]:.4f}" for k in keys if isinstance(d.get(k), (int, float))
+                     and not isinstance(d.get(k), bool))
 
 
 def print_summary(res: Dict[str, Any]) -> None:
@@ -240,6 +242,7 @@ def print_summary(res: Dict[str, Any]) -> None:
     steps, selection), the scores, the timing, warnings, where the results are."""
     a = res["args"]
     tr = res.get("training", {})
+    keys = tuple(a.get("metric") or ("accuracy", "f1"))
     lines = [
         "=" * 72,
         f"tltext {res['modality']}: tuning={a['tuning']} objective={a['objective']} seed={a['seed']}",
@@ -265,8 +268,8 @@ def print_summary(res: Dict[str, Any]) -> None:
         val_note = f"  [validation: {vs['size']} held out, " + ("stratified]" if vs["stratified"] else f"NOT stratified: {vs.get('reason')}]")
     lines += [
         f"selection: {res['selection']} (best epoch {res.get('best_epoch')}){val_note}",
-        f"validation: {_metric_line(res.get('validation'))}",
-        f"test:       {_metric_line(res.get('test'))}" + (f"   ({a['test_file']})" if a.get("test_file") else ""),
+        f"validation: {_metric_line(res.get('validation'), keys)}",
+        f"test:       {_metric_line(res.get('test'), keys)}" + (f"   ({a['test_file']})" if a.get("test_file") else ""),
     ]
     if res.get("source_only"):
         lines.append(f"source-only test: {_metric_line(res['source_only'].get('test'))}")
@@ -320,13 +323,16 @@ def _run(acc, m: ModelArguments, d: DataArguments, t: TrainArguments, modality: 
         from accelerate.utils import set_seed
 
         set_seed(t.seed)  # --model_config builds random weights: --seed decides them
-        backbone = build_backbone(modality, m, d)
+        with warnings.catch_warnings(record=True) as caught:  # e.g. a length flag clamped to the model's limit
+            warnings.simplefilter("always", UserWarning)
+            backbone = build_backbone(modality, m, d)
         check_pretrained(backbone, m)
         splits, label2id = load_splits(modality, m, d, t, backbone)
         trainer = Trainer(model=backbone, args=t, model_args=m, data_args=d, accelerator=acc, label2id=label2id,
                           train_dataset=splits["train"], eval_dataset=splits.get("validation"),
                           test_dataset=splits.get("test"), target_dataset=splits.get("target"),
                           fresh_backbone=lambda: build_backbone(modality, m, d))
+        trainer._record_warnings(caught)
         trainer.train()
         res = trainer.result.as_dict()
     if acc.is_main_process:

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import time
 import traceback
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -143,6 +145,9 @@ def as_split(data: Any, d: DataArguments, modality: str, label2id: Optional[Dict
             raise ValueError(f"{name}: no column {col!r}; columns are {data.column_names}")
         inputs = list(data[col])
         labels_raw = list(data[d.label_column]) if labelled and d.label_column in data.column_names else None
+        feature = getattr(data, "features", {}).get(d.label_column)
+        if labels_raw is not None and hasattr(feature, "int2str"):  # a ClassLabel: keep its names
+            labels_raw = [feature.int2str(int(v)) for v in labels_raw]
     elif rows and isinstance(rows[0], dict):
         if col not in rows[0]:
             raise ValueError(f"{name}: rows have no key {col!r}; keys are {sorted(rows[0])}")
@@ -150,8 +155,12 @@ def as_split(data: Any, d: DataArguments, modality: str, label2id: Optional[Dict
         labels_raw = [r.get(d.label_column) for r in rows] if labelled else None
     else:
         inputs, labels_raw = list(rows), None
-    if labelled and labels_raw is None:
-        raise ValueError(f"{name}: labelled data needs a {d.label_column!r} column")
+    if labelled and (labels_raw is None or any(v is None for v in labels_raw)):
+        raise ValueError(f"{name}: labelled data needs a {d.label_column!r} value in every row")
+    if modality == "text":
+        bad = next((i for i, x in enumerate(inputs) if not isinstance(x, str) or not x.strip()), None)
+        if bad is not None:
+            raise ValueError(f"{name}: row {bad} has no text in {col!r} (got {inputs[bad]!r}); expected a non-empty string")
     labels = None
     if labels_raw is not None and label2id is not None:
         missing = sorted({str(v) for v in labels_raw if str(v) not in label2id})
@@ -188,6 +197,10 @@ class Trainer:
             self.m = replace(self.m, tuning=tuning)
         self.d = data_args or DataArguments()
         self.t = args or TrainArguments()
+        from .args import TUNINGS
+
+        if self.m.tuning not in TUNINGS:
+            raise ValueError(f"tuning must be one of {', '.join(TUNINGS)}; got {self.m.tuning!r}")
         self.backbone, self.label2id = self._resolve_model(model, modality)
         self.label2id = label2id or self.label2id
         self.modality = self.backbone.modality
@@ -217,13 +230,12 @@ class Trainer:
             return model.backbone, label2id
         if isinstance(model, Backbone):
             return model, None
-        from .backbones import load_backbone
+        from .experiment import build_backbone
 
         mod = modality or "text"
         path = model or self.m.model_name_or_path or (None if self.m.model_config else default_model(mod))
         self.m = replace(self.m, model_name_or_path=self.m.model_name_or_path or path)
-        return load_backbone(mod, path, pooling=self.m.pooling, max_length=self.d.max_seq_length,
-                             model_config=self.m.model_config), None
+        return build_backbone(mod, self.m, self.d), None  # also a trained tltext OUT/model folder
 
     def _add_splits(self, train, validation, test, target) -> None:
         from .data import build_label_maps
@@ -237,6 +249,9 @@ class Trainer:
         for name, data, labelled in (("validation", validation, True), ("test", test, True), ("target", target, False)):
             if data is not None:
                 self.splits[name] = as_split(data, self.d, self.modality, self.label2id, labelled, f"{name}_dataset")
+        for name, split in self.splits.items():
+            if len(split.inputs) == 0:
+                raise ValueError(f"{name}_dataset: no rows; expected at least one {_column(self.d, self.modality)!r} item")
 
     @property
     def label_names(self) -> List[str]:
@@ -334,7 +349,7 @@ class Trainer:
 
         t = self.t
         set_seed(t.seed)
-        self._probe, self._head_init = None, None
+        self._probe, self._head_init, self._nothing_trained = None, None, False
         model, objective, plan, inputs = self._build(m, backbone)
         y = self.splits["train"].labels
         tm = TrainingModule(model, objective)
@@ -359,6 +374,7 @@ class Trainer:
             fit = Engine(self.acc, t, disable_tqdm=t.disable_tqdm).fit(tm, plan.param_groups, plan, data, selector)
         else:  # nothing to train (a nearest-prototype head over frozen embeddings)
             fit = FitResult()
+            self._nothing_trained = True
         model = self.acc.unwrap_model(tm).model if hasattr(self.acc.unwrap_model(tm), "model") else model
         self._install_head(model, objective, inputs)
         return model, fit, inputs
@@ -410,12 +426,17 @@ class Trainer:
         t, m = self.t, self.m
         source_only = None
         backbone = self.backbone
-        if t.compare_source_only:
-            so_backbone = backbone if m.tuning == "frozen" else copy.deepcopy(backbone)
-            so_model, so_fit, so_inputs = self._train_one(replace(m, objective="erm"), so_backbone)
-            source_only = {k: self._score(so_model, so_inputs, k)[0] for k in ("validation", "test") if k in self.splits}
-            source_only["timing"] = {"train_seconds": so_fit.train_seconds}
-        model, fit, inputs = self._train_one(m, backbone)
+        with warnings.catch_warnings(record=True) as caught:  # tltext's own warnings go into results.json too
+            warnings.simplefilter("always", UserWarning)
+            if t.compare_source_only:
+                so_backbone = backbone if m.tuning == "frozen" else copy.deepcopy(backbone)
+                so_model, so_fit, so_inputs = self._train_one(replace(m, objective="erm"), so_backbone)
+                source_only = {k: self._score(so_model, so_inputs, k)[0] for k in ("validation", "test")
+                               if k in self.splits}
+                source_only["timing"] = {"train_seconds": so_fit.train_seconds}
+            model, fit, inputs = self._train_one(m, backbone)
+        self._record_warnings(caught)
+        self._check_terms_ran(fit)
         guard = None
         if t.compare_source_only:  # the negative-transfer guard: keep the better model by a label-free criterion
             guard = self._guard(so_model, so_inputs, model, inputs)
@@ -482,6 +503,33 @@ class Trainer:
         feats = self.predictor.features(model, inputs, "episodes")
         return episodic_evaluation(feats, labels, t.eval_episodes, t.seed + 12345, m.n_way, m.k_shot, m.n_query)
 
+    def _record_warnings(self, caught) -> None:
+        """tltext's UserWarnings raised while training: printed once and kept for results.json."""
+        for w in caught:
+            if issubclass(w.category, UserWarning) and f"{os.sep}tltext{os.sep}" in str(w.filename):
+                msg = str(w.message).splitlines()[0]
+                if msg not in self._warnings:
+                    self._warnings.append(msg)
+                    print(f"WARNING: {msg}", file=sys.stderr, flush=True)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+    def _check_terms_ran(self, fit) -> None:
+        """An objective term skipped on every step (e.g. batches of one row for MMD) or a
+        self-training term that kept no pseudo-label: the run was effectively source-only."""
+        h = fit.history
+        if not h:
+            return
+        for key in {k for e in h for k in e}:
+            name, _, what = key.partition("/")
+            values = [e.get(key) for e in h]
+            if what == "skipped" and all(v == 1.0 for v in values):
+                self._warnings.append(f"objective term {name} was skipped on every step (degenerate batches); "
+                                      "this run is effectively source-only")
+            if what == "kept" and all(v == 0.0 for v in values):
+                self._warnings.append(f"objective term {name} kept no pseudo-label in any epoch; "
+                                      "this run is effectively source-only")
+
     def _guard(self, so_model, so_inputs, model, inputs) -> Dict[str, Any]:
         """Score the source-only and the adapted model with the run's label-free selection
         criterion (``--selection``; ``last`` falls back to the source validation split) and
@@ -524,7 +572,11 @@ class Trainer:
                                                                    or t.oracle_selection) else "last epoch (no validation data)"
         timing = {"train_seconds": fit.train_seconds, "train_samples_per_second": fit.train_samples_per_second,
                   "train_steps": fit.steps, "heap_trims": fit.heap_trims, **asdict(self.cache.stats)}
-        training = {"precision": self.acc.mixed_precision, "device": self.acc.device.type,
+        precision = self.acc.mixed_precision
+        if precision == "fp16" and self.acc.device.type == "cpu":  # accelerate has no fp16 autocast on CPU
+            precision = "no (fp16 was requested; accelerate runs fp32 on CPU)"
+            self._warnings.append("--mixed_precision fp16 on CPU: accelerate runs fp32 here; use bf16 on CPU")
+        training = {"precision": precision, "device": self.acc.device.type,
                     "num_processes": self.acc.num_processes, "global_batch_size": fit.global_batch_size,
                     "per_device_train_batch_size": t.per_device_train_batch_size,
                     "gradient_accumulation_steps": t.gradient_accumulation_steps,
@@ -532,6 +584,10 @@ class Trainer:
                     "skipped_fp16_steps": fit.skipped_steps}
         if getattr(self, "_head_init", None):
             training["head_init"] = self._head_init
+        if getattr(self, "_nothing_trained", False):
+            training.update(global_batch_size=None, optimizer_steps=None, steps_per_epoch=None,
+                            fit="nothing trained: the head is computed from the frozen features")
+            selection = "none (nothing trained)"
         probe = getattr(self, "_probe", None)
         if probe is not None:
             training.update(global_batch_size=None, optimizer_steps=None, steps_per_epoch=None,
@@ -575,7 +631,11 @@ class Trainer:
 
     def predict(self, dataset: Any) -> PredictionOutput:
         """Logits and predicted labels for raw items, a list of dicts or a Dataset."""
+        if isinstance(dataset, str):
+            dataset = [dataset]
         s = as_split(dataset, self.d, self.modality, self.label2id, False, "predict_dataset")
+        if len(s.inputs) == 0:
+            raise ValueError("predict: no items given; expected a list of texts (or rows)")
         logits = self.predictor.logits(self._trained(), s.inputs, "predict")
         ids = logits.argmax(-1).numpy()
         return PredictionOutput(logits.numpy(), ids, [self.label_names[i] for i in ids])

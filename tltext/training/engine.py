@@ -329,6 +329,7 @@ class Engine:
         bs = a.per_device_train_batch_size
         collate = make_collate(data.backbone, train=True)
         gen = torch.Generator().manual_seed(a.seed)
+        self.own_batches = data.batch_sampler is not None
         if data.batch_sampler is not None:
             self.sampler = data.batch_sampler
             train_dl = DataLoader(data.train, batch_sampler=data.batch_sampler, collate_fn=collate,
@@ -513,7 +514,8 @@ class Engine:
         return FitResult(
             train_seconds=seconds, train_samples_per_second=st.seen / max(seconds, 1e-9), steps=st.step,
             steps_per_epoch=self.steps_per_epoch, num_processes=acc.num_processes,
-            global_batch_size=a.per_device_train_batch_size * acc.num_processes * a.gradient_accumulation_steps,
+            global_batch_size=(round(st.seen / max(1, st.step)) if self.own_batches else  # the objective's sampler
+                               a.per_device_train_batch_size * acc.num_processes * a.gradient_accumulation_steps),
             best_epoch=st.best_epoch, best_score=st.best_score, skipped_steps=st.skipped_steps, history=st.history,
             step_log=st.step_log, resumed_from=self.resumed_from, last_checkpoint=self.last_checkpoint,
             heap_trims=self.trimmer.trims)
