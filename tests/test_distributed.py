@@ -202,7 +202,7 @@ def job(tmp_path_factory, tiny_bert_dir):
                          "--test_file", str(sp / "test.jsonl"), "--validation_split_percentage", "0",
                          "--tuning", "full", "--output_dir", str(d / "two" / "speech"), "--num_train_epochs", "3",
                          "--per_device_train_batch_size", "4", "--learning_rate", "1e-3", "--disable_tqdm",
-                         "--report", "False", "--cache_dir", str(d / "cache2")]})
+                         "--report", "False", "--cache_dir", str(d / "cache_speech")]})  # LP-FT encodes its clips
     # exact resume on 2 processes: DANN + gradual unfreezing, resumed mid-epoch 1 (after the re-wrap)
     res_args = ["--num_train_epochs", "3", "--checkpointing_steps", "3"]
     two.append({"name": "resume-ref", "modality": "text",
