@@ -88,6 +88,14 @@ def test_position_offset_and_saved_length(minilm_path, tiny_bert_dir):
         TextBackbone.from_pretrained(tiny_bert_dir, max_length=0)
 
 
+def test_default_length_is_256_or_the_model_limit_without_warning(minilm_path, tiny_bert_dir):
+    """No --max_seq_length: 256 tokens, or fewer on a smaller model, and nothing to warn about."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert TextBackbone.from_pretrained(minilm_path).max_length == 256
+        assert TextBackbone.from_pretrained(tiny_bert_dir).max_length == 128
+
+
 def test_image_size_checked_against_vit_positions(tmp_path):
     from torchvision import models
 

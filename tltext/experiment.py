@@ -264,10 +264,11 @@ def print_summary(res: Dict[str, Any]) -> None:
         lines.append(f"head initialised from: {tr['head_init']}")
     vs = res.get("validation_split") or {}
     val_note = ""
+    best = f" (best epoch {res['best_epoch']})" if isinstance(res.get("best_epoch"), int) and res["best_epoch"] >= 0 else ""
     if "stratified" in vs:
         val_note = f"  [validation: {vs['size']} held out, " + ("stratified]" if vs["stratified"] else f"NOT stratified: {vs.get('reason')}]")
     lines += [
-        f"selection: {res['selection']} (best epoch {res.get('best_epoch')}){val_note}",
+        f"selection: {res['selection']}{best}{val_note}",
         f"validation: {_metric_line(res.get('validation'), keys)}",
         f"test:       {_metric_line(res.get('test'), keys)}" + (f"   ({a['test_file']})" if a.get("test_file") else ""),
     ]

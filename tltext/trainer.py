@@ -202,6 +202,8 @@ class Trainer:
         if self.m.tuning not in TUNINGS:
             raise ValueError(f"tuning must be one of {', '.join(TUNINGS)}; got {self.m.tuning!r}")
         self.backbone, self.label2id = self._resolve_model(model, modality)
+        if getattr(self.backbone, "max_length", None) is not None and self.d.max_seq_length is None:
+            self.d = replace(self.d, max_seq_length=self.backbone.max_length)  # results.json: the length used
         self.label2id = label2id or self.label2id
         self.modality = self.backbone.modality
         self._fresh_backbone = fresh_backbone

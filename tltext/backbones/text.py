@@ -50,10 +50,18 @@ def position_limit(encoder: nn.Module, tokenizer: Any) -> Optional[Tuple[int, st
     return min(limits, key=lambda lim: lim[0]) if limits else None  # ties: the model's own reason
 
 
-def check_max_length(max_length: int, encoder: nn.Module, tokenizer: Any) -> int:
+DEFAULT_MAX_LENGTH = 256
+
+
+def check_max_length(max_length: Optional[int], encoder: nn.Module, tokenizer: Any) -> int:
     """``max_length`` clamped to the model's limit (with a one-line UserWarning).
 
+    ``None`` means the default: ``DEFAULT_MAX_LENGTH`` tokens, or the model's limit
+    when that is smaller (silently: the user asked for nothing).
     Raises ``ValueError`` when ``max_length`` is not a positive integer."""
+    if max_length is None:
+        limit = position_limit(encoder, tokenizer)
+        return min(DEFAULT_MAX_LENGTH, limit[0]) if limit is not None else DEFAULT_MAX_LENGTH
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0:
         raise ValueError(f"--max_seq_length {max_length!r}: expected a positive number of tokens")
     limit = position_limit(encoder, tokenizer)
@@ -68,7 +76,7 @@ class TextBackbone(Backbone):
     modality = "text"
     padding_invariant = True  # masked attention + masked pooling: pad tokens are never attended or pooled
 
-    def __init__(self, encoder: nn.Module, tokenizer, pooling: str = "mean", max_length: int = 128,
+    def __init__(self, encoder: nn.Module, tokenizer, pooling: str = "mean", max_length: Optional[int] = None,
                  pretrained_weights_loaded: bool = True):
         """``max_length`` is clamped to the positions the model supports (a warning
         says so; ``self.max_length`` is the effective length, saved in ``config_dict``).
@@ -89,7 +97,7 @@ class TextBackbone(Backbone):
 
     # construction -----------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: str, pooling: str = "mean", max_length: int = 128, **_: Any) -> "TextBackbone":
+    def from_pretrained(cls, name_or_path: str, pooling: str = "mean", max_length: Optional[int] = None, **_: Any) -> "TextBackbone":
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         encoder = AutoModel.from_pretrained(name_or_path)
         return cls(encoder, tokenizer, pooling=pooling, max_length=max_length)
