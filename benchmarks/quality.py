@@ -53,10 +53,17 @@ def amazon(data: str) -> Tuple[str, List[Tuple[str, List[str]]]]:
                 if obj != "erm":
                     flags += ["--target_file", f"{a}/{tgt}.jsonl"]
                 runs.append((f"{src[0].upper()}->{tgt[0].upper()} {tuning} {obj if obj != 'erm' else 'source-only'}", flags))
+        # full fine-tuning, default flags except the demo's length and epochs (the Trainer: 256, 2 epochs)
+        for obj in ("erm", "self_training"):
+            flags = base + ["--tuning", "full", "--num_train_epochs", "2", "--objective", obj]
+            if obj != "erm":
+                flags += ["--target_file", f"{a}/{tgt}.jsonl"]
+            runs.append((f"{src[0].upper()}->{tgt[0].upper()} full {obj if obj != 'erm' else 'source-only'}", flags))
     protocol = ("Amazon reviews (Blitzer et al. 2007), all-MiniLM-L6-v2: train on all 2,000 labelled source reviews "
                 "(10 % held out, stratified, for model selection: no target labels are used), adapt with the 2,000 "
                 "unlabelled target reviews (dann/mmd/cdan/mcc), test on all 2,000 target reviews. Frozen runs train a 256-wide "
-                "adapter + head over cached embeddings (source-only included); partial trains the top 2 layers for 1 epoch. "
+                "adapter + head over cached embeddings (source-only included); partial trains the top 2 layers for 1 epoch; "
+                "full fine-tunes every layer for 2 epochs with otherwise default flags (LP-FT head, lr and warmup defaults). "
                 "Accuracy, mean +- std over seeds.")
     return protocol, runs
 
