@@ -247,6 +247,8 @@ class Trainer:
             if self.label2id is None:
                 self.label2id = build_label_maps([str(v) for v in s.labels], "train_dataset", self.d.label_column)
                 s = Split(s.inputs, [self.label2id[str(v)] for v in s.labels], s.source, s.pool, s.info)
+            if validation is None and not isinstance(train, Split):
+                s = self._hold_out_validation(s)  # as the CLI: --validation_split_percentage of train
             self.splits["train"] = s
         for name, data, labelled in (("validation", validation, True), ("test", test, True), ("target", target, False)):
             if data is not None:
@@ -254,6 +256,20 @@ class Trainer:
         for name, split in self.splits.items():
             if len(split.inputs) == 0:
                 raise ValueError(f"{name}_dataset: no rows; expected at least one {_column(self.d, self.modality)!r} item")
+
+    def _hold_out_validation(self, train: Split) -> Split:
+        """Stratified ``validation_split_percentage`` % of ``train`` as the validation split
+        (none under ``shots_per_class`` or a 0 percentage); returns the remaining train split."""
+        from .experiment import stratified_split
+
+        pct = self.d.validation_split_percentage
+        if not pct or self.d.shots_per_class or len(train.labels) < 2:
+            return train
+        tr, va, info = stratified_split(list(train.labels), pct, self.t.seed)
+        how = "stratified" if info["stratified"] else f"NOT stratified: {info['reason']}"
+        self.splits["validation"] = Split([train.inputs[i] for i in va], [train.labels[i] for i in va],
+                                          f"{train.source} ({pct:g}% held out, {how}, seed {self.t.seed})", info=info)
+        return Split([train.inputs[i] for i in tr], [train.labels[i] for i in tr], train.source, info=train.info)
 
     @property
     def label_names(self) -> List[str]:
