@@ -101,7 +101,7 @@ def pretrain(m: PretrainingArguments, d: DataArguments, t: TrainArguments):
     from tltext.objectives.wav2vec2_pretraining import check_options, describe_config, trained_heads
     from tltext.trainer import Split, Trainer, make_accelerator
 
-    check_args(m, d, t)
+    check_args(m, d, t, "speech")
     if not objectives.replaces_cross_entropy(m.objective):
         raise ValueError(f"--objective {m.objective}: pretraining uses no labels; expected an objective that replaces "
                          "cross-entropy (wav2vec2)")

@@ -90,3 +90,16 @@ def test_no_objective_name_is_compared_outside_its_own_file():
             if pattern.search(line):
                 offenders.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_objectives_name_their_modality_in_help_and_checks():
+    """The shared --help marks modality-specific objectives; a mismatch is a one-line error."""
+    text = objectives.help_text()
+    assert "wav2vec2 [speech only]:" in text and "mlm [text only]:" in text and "simcse [text only]:" in text
+    assert "dann:" in text and "dann [" not in text  # every modality: no mark
+    with pytest.raises(ValueError, match=r"^--objective wav2vec2 is for speech models; this is a text run"):
+        objectives.check("wav2vec2", "full", has_target=False, modality="text")
+    with pytest.raises(ValueError, match=r"^--objective mlm is for text models; this is a speech run"):
+        objectives.check("erm+mlm", "full", has_target=True, modality="speech")
+    objectives.check("mlm", "full", has_target=True, modality="text")
+    objectives.check("dann", "frozen", has_target=True, modality="image")

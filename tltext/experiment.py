@@ -26,13 +26,13 @@ from .trainer import Split, Trainer, default_model, make_accelerator, public_arg
 
 
 # --------------------------------------------------------------------------- checks
-def check_args(m: ModelArguments, d: DataArguments, t: TrainArguments) -> None:
+def check_args(m: ModelArguments, d: DataArguments, t: TrainArguments, modality: Optional[str] = None) -> None:
     if not t.output_dir:
         raise ValueError("--output_dir is required")
     if m.tuning not in TUNINGS:
         raise ValueError(f"--tuning must be one of {', '.join(TUNINGS)}; got {m.tuning!r}")
     if not t.eval_only:
-        objectives.check(m.objective, m.tuning, bool(d.target_file))
+        objectives.check(m.objective, m.tuning, bool(d.target_file), modality)
     if t.per_device_train_batch_size <= 0 or t.per_device_eval_batch_size <= 0:
         raise ValueError(f"batch sizes must be positive; got --per_device_train_batch_size {t.per_device_train_batch_size}, --per_device_eval_batch_size {t.per_device_eval_batch_size}")
     if t.learning_rate is not None and t.learning_rate <= 0:
@@ -294,7 +294,7 @@ def print_summary(res: Dict[str, Any]) -> None:
 def run_experiment(m: ModelArguments, d: DataArguments, t: TrainArguments, modality: str = "text") -> Dict[str, Any]:
     """Train (or evaluate) as the flags say; writes OUT/results.json and OUT/model.
     Returns the results as written (a dict; ``tltext.Trainer`` holds the typed one)."""
-    check_args(m, d, t)
+    check_args(m, d, t, modality)
     if t.disable_tqdm:
         import datasets
         import transformers

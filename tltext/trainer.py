@@ -207,7 +207,7 @@ class Trainer:
         self.label2id = label2id or self.label2id
         self.modality = self.backbone.modality
         self._fresh_backbone = fresh_backbone
-        objectives.check(self.m.objective, self.m.tuning, target_dataset is not None)
+        objectives.check(self.m.objective, self.m.tuning, target_dataset is not None, self.modality)
         self.splits: Dict[str, Split] = {}
         self._add_splits(train_dataset, eval_dataset, test_dataset, target_dataset)
         self.acc = accelerator or make_accelerator(self.t)

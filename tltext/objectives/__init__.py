@@ -80,10 +80,10 @@ def classes(spec: str) -> List[Type[Objective]]:
     return [get(n) for n, _ in parse_spec(spec)]
 
 
-def check(spec: str, tuning: str, has_target: bool) -> None:
-    """Raise a one-line ValueError when ``spec`` cannot run with these flags."""
+def check(spec: str, tuning: str, has_target: bool, modality: Optional[str] = None) -> None:
+    """Raise a one-line ValueError when ``spec`` cannot run with these flags (and modality)."""
     for cls in classes(spec):
-        err = cls.check(tuning, has_target)
+        err = cls.check(tuning, has_target, modality)
         if err:
             raise ValueError(err)
 
@@ -111,7 +111,14 @@ def describe(spec: str) -> List[Dict[str, object]]:
 
 
 def help_text() -> str:
-    return "; ".join(f"{n}: {get(n).description}" for n in names())
+    """Every registered objective, one clause each; those not for every modality say which."""
+    every = set(Objective.modalities)
+
+    def only(n: str) -> str:
+        mods = get(n).modalities
+        return "" if set(mods) == every else f" [{'/'.join(mods)} only]"
+
+    return "; ".join(f"{n}{only(n)}: {get(n).description}" for n in names())
 
 
 class ObjectiveSet(nn.Module):

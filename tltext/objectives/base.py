@@ -152,7 +152,8 @@ class Objective(nn.Module):
     - ``frozen_adapter_dim``: default adapter width under ``--tuning frozen``;
     - ``default_weight``; ``options``: the ``ModelArguments`` fields it reads;
     - ``adds_term``: False only for plain cross-entropy (ERM), which lets a frozen
-      encoder's head be fitted to convergence as a linear probe.
+      encoder's head be fitted to convergence as a linear probe;
+    - ``modalities``: the backbones it applies to (masked-token objectives: text only).
     """
 
     name: ClassVar[str] = ""
@@ -168,6 +169,7 @@ class Objective(nn.Module):
     default_weight: ClassVar[float] = 1.0
     options: ClassVar[Tuple[str, ...]] = ()
     adds_term: ClassVar[bool] = True
+    modalities: ClassVar[Tuple[str, ...]] = ("text", "speech", "image")
 
     def __init__(self, setup: ObjectiveSetup):
         super().__init__()
@@ -192,8 +194,11 @@ class Objective(nn.Module):
         return None
 
     @classmethod
-    def check(cls, tuning: str, has_target: bool) -> Optional[str]:
+    def check(cls, tuning: str, has_target: bool, modality: Optional[str] = None) -> Optional[str]:
         """A one-line error for flags this objective cannot run with, else None."""
+        if modality is not None and modality not in cls.modalities:
+            return (f"--objective {cls.name} is for {'/'.join(cls.modalities)} models; this is a {modality} run "
+                    f"(see --help for the objectives of each modality)")
         if cls.needs_target and not has_target:
             return f"--objective {cls.name} needs --target_file (unlabelled target-domain data)"
         if cls.needs_token_inputs and tuning == "frozen":

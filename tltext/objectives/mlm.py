@@ -215,6 +215,7 @@ class MaskedLM(Objective):
     has no mask token or the model is not a text transformer."""
 
     name = "mlm"
+    modalities = ("text",)
     paper = "Karouzos et al., UDALM: Unsupervised Domain Adaptation through Language Modeling, NAACL 2021"
     description = ("UDALM: source cross-entropy + masked-LM on the target text (weight w = (1-lambda)/lambda; "
                    "default 1, lambda = 0.5)")

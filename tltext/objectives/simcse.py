@@ -44,6 +44,7 @@ class SimCSE(Objective):
     has fewer than 2 rows: there is no negative."""
 
     name = "simcse"
+    modalities = ("text",)
     paper = "Gao et al., SimCSE: Simple Contrastive Learning of Sentence Embeddings, EMNLP 2021"
     description = "unsupervised SimCSE on the target text: two dropout views, in-batch negatives, tau = 0.05"
     tags = ("domain-adaptation", "simcse", "contrastive")

@@ -162,6 +162,7 @@ class Wav2Vec2Pretraining(Objective):
     ``gumbel_temperature``."""
 
     name = "wav2vec2"
+    modalities = ("speech",)
     paper = ("Baevski et al., wav2vec 2.0: A Framework for Self-Supervised Learning of Speech Representations, "
              "NeurIPS 2020")
     description = ("self-supervised wav2vec 2.0 pretraining of a speech encoder: contrastive loss over masked, "
