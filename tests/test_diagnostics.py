@@ -143,3 +143,9 @@ def test_diagnose_cli_errors(domains, tiny_bert_dir, tmp_path, capsys):
     assert "nolabel.jsonl" in err and "'label'" in err
     assert diagnose_main(base + ["--source_file", str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
+    src = ["--source_file", str(domains / "src.jsonl")]
+    assert diagnose_main(base + src + ["--a_distance_samples", "0"]) == 2  # was silently "all examples"
+    assert capsys.readouterr().err.strip() == ("error: --a_distance_samples 0: expected at least 5 examples per domain "
+                                               "(the A-distance is a 5-fold cross-validated domain classifier)")
+    assert diagnose_main(base + src + ["--mmd_samples", "1"]) == 2
+    assert "--mmd_samples 1: expected at least 2" in capsys.readouterr().err

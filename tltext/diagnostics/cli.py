@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label_column", default="label")
     p.add_argument("--source_filter", default=None, help="Row filter 'col=v1,v2;col2=v'.")
     p.add_argument("--target_filter", default=None)
-    p.add_argument("--max_seq_length", type=int, default=128)
+    p.add_argument("--max_seq_length", type=int, default=None,
+                   help="Tokens per text (default as in training: 256 or the model's limit; the cache is shared).")
     p.add_argument("--pooling", default="mean")
     p.add_argument("--max_samples_per_domain", type=int, default=None,
                    help="Embed at most this many examples per domain (default: all, which the cache shares with training).")
@@ -40,6 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--disable_tqdm", action="store_true")
     return p
+
+
+def check_counts(a: argparse.Namespace) -> None:
+    """One-line ValueError for a sample-count flag the diagnosis cannot use."""
+    if a.a_distance_samples is not None and a.a_distance_samples < 5:
+        raise ValueError(f"--a_distance_samples {a.a_distance_samples}: expected at least 5 examples per domain "
+                         "(the A-distance is a 5-fold cross-validated domain classifier)")
+    if a.mmd_samples is not None and a.mmd_samples < 2:
+        raise ValueError(f"--mmd_samples {a.mmd_samples}: expected at least 2 examples per domain")
+    if a.max_samples_per_domain is not None and a.max_samples_per_domain < 5:
+        raise ValueError(f"--max_samples_per_domain {a.max_samples_per_domain}: expected at least 5, or omit it "
+                         "to embed every example")
 
 
 def _subset(ex, k: Optional[int], seed: int):
@@ -134,6 +147,7 @@ def format_table(dx: Dict[str, Any]) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     a = build_parser().parse_args(argv)
     try:
+        check_counts(a)
         dx = diagnose(a)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
