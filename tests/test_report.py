@@ -103,3 +103,16 @@ def test_target_points_take_test_labels_only_for_the_same_file():
     assert report._target_labels_from_test(DataArguments(test_file="k.jsonl", target_file="u.jsonl"), splits) is None
     assert report._target_labels_from_test(DataArguments(test_file="k.jsonl", target_file="k.jsonl",
                                                          target_filter="speaker=a"), splits) is None
+
+
+def test_eval_only_summary_says_nothing_was_trained(toy, tiny_bert_dir, tmp_path, capsys):
+    trained = tmp_path / "trained"
+    parse_and_run("text", _args(toy, tiny_bert_dir, trained, "--report", "False", "--save_model", "True"))
+    capsys.readouterr()
+    out = tmp_path / "eval"
+    res = parse_and_run("text", ["--eval_only", "--model_name_or_path", str(trained / "model"), "--test_file",
+                                 str(toy / "test.jsonl"), "--output_dir", str(out), "--disable_tqdm"])
+    summary = capsys.readouterr().out
+    assert "evaluation only: nothing trained  |  classes: 2" in summary
+    assert "train: None" not in summary and "time: train" not in summary and "time: evaluation " in summary
+    assert f"test:       accuracy {res['test']['accuracy']:.4f}" in summary

@@ -247,8 +247,12 @@ def print_summary(res: Dict[str, Any]) -> None:
         "=" * 72,
         f"tltext {res['modality']}: tuning={a['tuning']} objective={a['objective']} seed={a['seed']}",
         f"model: {res['base_model']}",
-        f"train: {res['num_examples'].get('train')} examples from {a['train_file']}  |  classes: {len(res['label_names'])}",
     ]
+    if a.get("eval_only"):
+        lines.append(f"evaluation only: nothing trained  |  classes: {len(res['label_names'])}")
+    else:
+        lines.append(f"train: {res['num_examples'].get('train')} examples from {a['train_file']}  |  "
+                     f"classes: {len(res['label_names'])}")
     if tr.get("fit"):
         lines.append(f"ran: {tr.get('device')} x {tr.get('num_processes')} process(es), precision {tr.get('precision')}, "
                      f"{tr['fit']}")
@@ -278,8 +282,11 @@ def print_summary(res: Dict[str, Any]) -> None:
         e = res["test_episodic"]
         lines.append(f"episodic test: {e['accuracy']:.4f} +- {e['ci95']:.4f} (95% CI, {e['episodes']} episodes)")
     tm = res["timing"]
-    lines.append(f"time: train {tm['train_seconds']:.1f}s ({tm['train_samples_per_second']:.1f} samples/s), "
-                 f"encode {tm.get('encode_seconds', 0):.1f}s, cache hits {tm.get('cache_hits', 0)}")
+    if a.get("eval_only"):
+        lines.append(f"time: evaluation {tm.get('eval_seconds', 0):.1f}s")
+    else:
+        lines.append(f"time: train {tm['train_seconds']:.1f}s ({tm['train_samples_per_second']:.1f} samples/s), "
+                     f"encode {tm.get('encode_seconds', 0):.1f}s, cache hits {tm.get('cache_hits', 0)}")
     for w in res.get("warnings", []):
         lines.append(f"WARNING: {w}")
     for e in res.get("errors", []):
