@@ -322,3 +322,18 @@ def test_card_states_what_ran():
     assert "head initialised from: linear probe on the pretrained encoder (LP-FT)" in card
     assert "kept source_only" in card
     assert "not stratified (class id(s) [1] have a single example)" in card
+
+
+def test_card_of_a_run_whose_guard_kept_source_only_names_source_only():
+    res = {"modality": "text", "objective": "dann", "tuning": "frozen", "label_names": ["neg", "pos"],
+           "objective_terms": [{"name": "dann", "weight": None, "paper": "Ganin", "description": "DANN"}],
+           "test": {"accuracy": 0.70}, "source_only": {"test": {"accuracy": 0.70}},
+           "negative_transfer_guard": {"criterion": "snd", "source_only": 2.1, "adapted": 2.0, "kept": "source_only",
+                                       "note": "negative-transfer guard (snd): source-only 2.1 vs dann 2.0: kept source_only"},
+           "args": {"objective": "dann", "tuning": "frozen", "da_weight": 1.0, "train_file": "books.jsonl"}}
+    text = render_card(res, {})
+    meta = _front_matter(text)
+    assert meta["model-index"][0]["name"] == "tltext-text-erm-frozen" and "dann" not in meta["tags"]
+    body = text.split("---\n", 2)[2]
+    assert body.lstrip().startswith("# tltext-text-erm-frozen") and "| objective | erm |" in body and "| da_weight |" not in body
+    assert "kept source_only" in body  # the guard's note names the adaptation that lost

@@ -357,6 +357,13 @@ def _limitations(res: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
     return [f"- {x}" for x in out]
 
 
+def _as_source_only(res: Dict[str, Any]) -> Dict[str, Any]:
+    """``res`` describing the model the negative-transfer guard kept: source-only ERM
+    (the adaptation that lost is named by the guard's note)."""
+    return {**res, "objective": "erm", "objective_terms": objectives.describe("erm"),
+            "args": {**res.get("args", {}), "objective": "erm"}}
+
+
 def render_card(res: Dict[str, Any], config: Optional[Dict[str, Any]] = None, repo_id: Optional[str] = None,
                 plots: Sequence[str] = (), extra_files: Sequence[str] = ()) -> str:
     """README.md text: YAML metadata + body. ``res`` is the results dict of the run
@@ -364,6 +371,8 @@ def render_card(res: Dict[str, Any], config: Optional[Dict[str, Any]] = None, re
     config = config or {}
     modality = res.get("modality") or config.get("backbone", {}).get("type", "text")
     res = {**res, "modality": modality}
+    if (res.get("negative_transfer_guard") or {}).get("kept") == "source_only":
+        res = _as_source_only(res)  # the guard published source-only: name, tags and text say so
     model_name = (repo_id.split("/")[-1] if repo_id else
                   f"tltext-{modality}-{res.get('objective', 'erm')}-{res.get('tuning', 'frozen')}")
     data = card_data(res, model_name)
