@@ -139,7 +139,9 @@ class SelectionData:
 
 class Selector:
     """``score(model, epoch) -> {"score": float|None, "val_metric", "target_im", "target_snd",
-    "dev_risk", "oracle_test_metric"}`` (each recorded when its data is there).
+    "dev_risk", "oracle_test_metric"}`` (each recorded when its data is there; ``dev_risk``,
+    which costs a pass over the training split, only under ``--selection dev`` or
+    ``record_oracle``, the criterion study).
 
     ``oracle``: select on the target test metric; ``record_oracle``: only record it.
     Raises ValueError for an unknown ``criterion``."""
@@ -180,7 +182,8 @@ class Selector:
             res["target_im"] = information_maximisation(tgt[1])
             if len(tgt[1]) >= 2:
                 res["target_snd"] = soft_neighborhood_density(tgt[1])
-        if val is not None and tgt is not None and d.train_inputs is not None and len(val[1]) >= 2 \
+        wants_dev = self.criterion == "dev" or self.record_oracle  # an extra pass over the training split
+        if wants_dev and val is not None and tgt is not None and d.train_inputs is not None and len(val[1]) >= 2 \
                 and min(len(d.train_inputs), len(tgt[0])) >= 5:
             src = self.predictor.features(model, d.train_inputs, "dev source")
             w = density_ratios(src.numpy(), tgt[0].numpy(), val[0].numpy(), self.seed)
