@@ -129,3 +129,17 @@ def test_api_inputs_users_tried(tiny_bert_dir, tmp_path):
                     disable_tqdm=True, report=False), train_dataset=rows, tuning="frozen")
     again.train()  # continues from the trained tltext model's backbone
     assert again.result.test == {} and 0.0 <= again.evaluate(rows)["accuracy"] <= 1.0
+
+
+def test_disable_tqdm_also_silences_model_loading_bars(tiny_bert_dir, tmp_path):
+    import subprocess as sp
+
+    code = ("from tltext import Trainer, TrainArguments\n"
+            f"Trainer(model={tiny_bert_dir!r}, args=TrainArguments(output_dir={str(tmp_path / 'o')!r}, disable_tqdm=True),"
+            " train_dataset=[{'text': 'good', 'label': 'pos'}, {'text': 'bad', 'label': 'neg'}] * 4)\n")
+    quiet = sp.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    loud = sp.run([sys.executable, "-c", code.replace("disable_tqdm=True", "disable_tqdm=False")],
+                  capture_output=True, text=True, cwd=ROOT)
+    assert "Loading weights" in loud.stderr  # the bar this flag must hide (a fresh process each: global state)
+    assert "Loading weights" not in quiet.stderr and "%|" not in quiet.stderr

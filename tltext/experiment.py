@@ -22,7 +22,7 @@ from . import objectives
 from .args import TUNINGS, DataArguments, ModelArguments, TrainArguments
 from .data import DataError, build_label_maps, encode_labels
 from .data.load import load_examples
-from .trainer import Split, Trainer, default_model, make_accelerator, public_args
+from .trainer import Split, Trainer, default_model, make_accelerator, public_args, quiet_progress_bars
 
 
 # --------------------------------------------------------------------------- checks
@@ -303,11 +303,7 @@ def run_experiment(m: ModelArguments, d: DataArguments, t: TrainArguments, modal
     Returns the results as written (a dict; ``tltext.Trainer`` holds the typed one)."""
     check_args(m, d, t, modality)
     if t.disable_tqdm:
-        import datasets
-        import transformers
-
-        datasets.disable_progress_bars()
-        transformers.utils.logging.disable_progress_bar()
+        quiet_progress_bars()
     acc = make_accelerator(t)
     created = not os.path.exists(t.output_dir)
     prepare_output_dir(t, acc.is_main_process)

@@ -51,6 +51,15 @@ class Split:
     info: Dict[str, Any] = field(default_factory=dict)
 
 
+def quiet_progress_bars() -> None:
+    """Turn off the transformers (model loading) and datasets progress bars (``--disable_tqdm``)."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
 @dataclass
 class PredictionOutput:
     """``logits`` ``[N, C]`` (numpy), predicted ``label_ids`` ``[N]`` and ``labels`` (names)."""
@@ -201,6 +210,8 @@ class Trainer:
 
         if self.m.tuning not in TUNINGS:
             raise ValueError(f"tuning must be one of {', '.join(TUNINGS)}; got {self.m.tuning!r}")
+        if self.t.disable_tqdm:
+            quiet_progress_bars()  # also the model-loading and datasets bars, before anything loads
         self.backbone, self.label2id = self._resolve_model(model, modality)
         if getattr(self.backbone, "max_length", None) is not None and self.d.max_seq_length is None:
             self.d = replace(self.d, max_seq_length=self.backbone.max_length)  # results.json: the length used
