@@ -93,6 +93,8 @@ def test_clip_alone_equals_clip_padded(tmp_path, clips, model_type, layer_weight
     torch.testing.assert_close(batch, alone, atol=2e-5, rtol=1e-4)
     # padding really is present and ignored: the shorter clips were padded
     assert len({len(c) for c in clips}) == len(clips)
+    # the engine encodes DA target batches on their own pass where the backbone says so
+    assert b.padding_invariant == (model_type != "data2vec-audio")
 
 
 def test_unmasked_model_pools_with_downsampled_mask(tmp_path, clips):
@@ -103,6 +105,7 @@ def test_unmasked_model_pools_with_downsampled_mask(tmp_path, clips):
     Wav2Vec2Model(cfg).save_pretrained(tmp_path / "m")
     Wav2Vec2FeatureExtractor(return_attention_mask=False, do_normalize=True).save_pretrained(tmp_path / "m")
     b = SpeechBackbone.from_pretrained(str(tmp_path / "m")).eval()
+    assert not b.padding_invariant  # group norm over padded time: source and target share one padded pass
     pair = [min(clips, key=len), max(clips, key=len)]
     batch = b.collate(pair)
     with torch.no_grad():

@@ -132,6 +132,9 @@ class SpeechBackbone(Backbone):
         # wav2vec2-base style models (group-norm CNN) were trained without masks:
         # their feature extractor says so, and they only see zero padding.
         self._pass_mask = bool(getattr(feature_extractor, "return_attention_mask", True))
+        # the engine encodes source and target batches as separate passes (each padded to its own
+        # longest clip) only where padding never changes an embedding: a masked layer-norm CNN
+        self.padding_invariant = self._pass_mask and getattr(encoder.config, "model_type", "") != "data2vec-audio"
         if self.layer_weighting:
             self.layer_weights = nn.Parameter(torch.zeros(self.num_layers + 1))
         self.feature_encoder_frozen = False
