@@ -109,7 +109,7 @@ def pretrain(m: PretrainingArguments, d: DataArguments, t: TrainArguments):
     acc = make_accelerator(t)
     prepare_output_dir(t, acc.is_main_process)
     set_seed(t.seed)
-    backbone = build_backbone("speech", m, d)
+    backbone = build_backbone("speech", replace(m, mask_time_prob=None), d)  # the objective masks, not SpecAugment
     span = int(m.mask_time_length or getattr(backbone.encoder.config, "mask_time_length", 10))
     clips, counts = load_unlabelled(m, d, backbone, span)
     run_args = replace(t, save_model=False, report=False, head_learning_rate=t.head_learning_rate or t.learning_rate)

@@ -87,6 +87,8 @@ SPEECH = ["--model_config", "tiny", "--allow_random_weights", "--output_dir", "{
           "--validation_split_percentage", "0", "--disable_tqdm", "--report", "False"]
 CASES = [
     ("missing train file", "text", TEXT + ["--train_file", "{dir}/nope.jsonl"], ["nope.jsonl", "file not found"]),
+    ("speech augmentation on text", "text", TEXT + ["--train_file", "{good}", "--speed_perturbation", "0.9", "1.1"],
+     ["--speed_perturbation is a speech augmentation; this is a text run"]),
     ("missing test file", "text", TEXT + ["--train_file", "{good}", "--test_file", "{dir}/gone.csv"], ["gone.csv", "file not found"]),
     ("malformed JSONL", "text", TEXT + ["--train_file", "{garbage}"], ["garbage.jsonl", "cannot read as JSONL"]),
     ("unsupported format", "text", TEXT + ["--train_file", "{txt}"], ["train.txt", "unsupported file type .txt", ".jsonl"]),

@@ -144,8 +144,14 @@ def test_two_stage_and_freeze_feature_encoder(manifest, pretrained_dir, tmp_path
     # stage 2a: adapt the stage-1 model dir to the target speaker, partial tuning (top 2 groups) + DANN
     s2 = tmp_path / "stage2"
     r2 = parse_and_run("speech", _args(manifest, s2, "dann", "partial", ("--model_name_or_path", str(s1 / "model")),
-                                       True, "--unfreeze_top_k", "2"))
+                                       True, "--unfreeze_top_k", "2", "--speed_perturbation", "0.9", "1.1",
+                                       "--noise_snr_db", "20", "30", "--mask_time_prob", "0.05"))
     assert r2["base_model"] == str(s1 / "model") and r2["num_examples"]["target"] == 20
+    # this stage's augmentation flags reach the loaded backbone and are recorded
+    bb = json.loads((s2 / "model" / "config.json").read_text())["backbone"]
+    assert bb["speed_perturbation"] == [0.9, 1.1] and bb["noise_snr_db"] == [20.0, 30.0]
+    assert bb["encoder"]["mask_time_prob"] == 0.05
+    assert r2["args"]["speed_perturbation"] == [0.9, 1.1] and r2["args"]["mask_time_prob"] == 0.05
     w2 = _encoder_weights(s2 / "model")
     for frozen in ("feature_extractor.", "feature_projection.", "encoder.pos_conv_embed.", "encoder.layers.0."):
         assert _same(w1, w2, frozen), frozen

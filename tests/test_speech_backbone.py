@@ -227,3 +227,29 @@ def test_from_pretrained_local_dir_matches_model(tmp_path, clips):
     assert r.name_or_path == str(tmp_path) and r.sampling_rate == 16000
     with torch.no_grad():
         torch.testing.assert_close(r(**r.collate(clips[:2])), b(**b.collate(clips[:2])))
+
+
+def test_training_augmentation_speed_and_noise(clips):
+    """Speed perturbation resamples the clip (f = 1.25: 1/1.25 of the samples); noise at
+    SNR 10 dB leaves a residual 10 dB below the clip; evaluation collates are untouched."""
+    b = SpeechBackbone.from_pretrained("", model_config="tiny", speed_perturbation=[1.25])
+    x = max(clips, key=len)
+    torch.manual_seed(0)
+    fast = b.collate([x], train=True)
+    assert fast["attention_mask"].sum().item() == pytest.approx(len(x) / 1.25, abs=2)
+    plain = b.collate([x], train=False)
+    assert plain["attention_mask"].sum().item() == len(x)  # eval: no augmentation
+    b.set_augmentation(None, [10.0, 10.0])
+    torch.manual_seed(0)
+    wave = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    noisy = b._augment(wave.numpy(), np.random.default_rng(0))
+    residual = torch.from_numpy(noisy) - wave
+    snr = 10 * torch.log10(wave.pow(2).mean() / residual.pow(2).mean())
+    assert snr.item() == pytest.approx(10.0, abs=0.01)
+    assert b.config_dict()["noise_snr_db"] == [10.0, 10.0]
+    again = backbone_from_config(b.config_dict())
+    assert again.noise_snr_db == (10.0, 10.0) and again.speed_perturbation == ()
+    with pytest.raises(ValueError, match=r"^--speed_perturbation 0\.9 3: expected factors in \[0\.5, 2\]"):
+        b.set_augmentation([0.9, 3.0], None)
+    with pytest.raises(ValueError, match=r"^--noise_snr_db 40 10: expected two values LOW HIGH"):
+        b.set_augmentation(None, [40.0, 10.0])

@@ -53,6 +53,13 @@ class ModelArguments:
                                   "logreg (scikit-learn LogisticRegression, C=1) or prototype (cosine nearest centroid)."})
     layer_weighting: bool = field(default=False, metadata={"help": "Speech: learnable weighted sum of hidden layers (SUPERB)."})
     freeze_feature_encoder: bool = field(default=False, metadata={"help": "Speech: keep the CNN feature encoder frozen."})
+    speed_perturbation: Optional[List[float]] = field(default=None, metadata={"help": "Speech: training clips are "
+                                     "resampled by a factor drawn from these (Ko et al. 2015 speed perturbation, "
+                                     "e.g. 0.9 1.0 1.1; torchaudio.functional.speed)."})
+    noise_snr_db: Optional[List[float]] = field(default=None, metadata={"help": "Speech: white noise added to training "
+                               "clips at an SNR drawn uniformly from [LOW, HIGH] dB (e.g. 10 40; torchaudio.functional.add_noise)."})
+    mask_time_prob: Optional[float] = field(default=None, metadata={"help": "Speech: SpecAugment time masking in "
+                                 "training, the model's mask_time_prob (spans of mask_time_length frames; presets: 0, off)."})
     allow_random_weights: bool = field(default=False, metadata={"help": "Allow --tuning frozen/partial on a backbone "
                                        "with no pretrained weights (random features: rarely what you want)."})
     weights_path: Optional[str] = field(default=None, metadata={"help": "Image: local state dict (or torchvision:WEIGHTS when online)."})

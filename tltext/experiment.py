@@ -33,6 +33,10 @@ def check_args(m: ModelArguments, d: DataArguments, t: TrainArguments, modality:
         raise ValueError(f"--tuning must be one of {', '.join(TUNINGS)}; got {m.tuning!r}")
     if not t.eval_only:
         objectives.check(m.objective, m.tuning, bool(d.target_file), modality)
+    if modality is not None and modality != "speech":
+        for flag in ("speed_perturbation", "noise_snr_db", "mask_time_prob"):
+            if getattr(m, flag, None) is not None:
+                raise ValueError(f"--{flag} is a speech augmentation; this is a {modality} run")
     if t.per_device_train_batch_size <= 0 or t.per_device_eval_batch_size <= 0:
         raise ValueError(f"batch sizes must be positive; got --per_device_train_batch_size {t.per_device_train_batch_size}, --per_device_eval_batch_size {t.per_device_eval_batch_size}")
     if t.learning_rate is not None and t.learning_rate <= 0:
@@ -211,6 +215,10 @@ def build_backbone(modality: str, m: ModelArguments, d: DataArguments):
                 backbone.freeze_feature_encoder()
             if d.max_duration_seconds is not None and hasattr(backbone, "max_duration_seconds"):
                 backbone.max_duration_seconds = d.max_duration_seconds
+            if hasattr(backbone, "set_augmentation"):  # this stage's training augmentation
+                backbone.set_augmentation(m.speed_perturbation, m.noise_snr_db)
+            if m.mask_time_prob is not None and hasattr(backbone, "set_mask_time_prob"):
+                backbone.set_mask_time_prob(m.mask_time_prob)
             return backbone
     if path and os.path.isdir(path) and not any(
         os.path.exists(os.path.join(path, f)) for f in ("config.json", "model.safetensors", "pytorch_model.bin")
@@ -221,6 +229,7 @@ def build_backbone(modality: str, m: ModelArguments, d: DataArguments):
             modality, path, pooling=m.pooling, max_length=d.max_seq_length, model_config=m.model_config,
             layer_weighting=m.layer_weighting, freeze_feature_encoder=m.freeze_feature_encoder,
             max_duration_seconds=d.max_duration_seconds, weights_path=m.weights_path, image_size=m.image_size,
+            speed_perturbation=m.speed_perturbation, noise_snr_db=m.noise_snr_db, mask_time_prob=m.mask_time_prob,
             hflip=m.image_hflip, min_crop_scale=m.image_min_crop_scale,
         )
     except (OSError, EnvironmentError) as e:

@@ -32,13 +32,16 @@ _FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".arrow", ".txt
 _HYPERPARAMETERS = (
     "tuning", "unfreeze_top_k", "layerwise_lr_decay", "gradual_unfreeze", "objective", "da_weight", "da_warmup_ratio",
     "mmd_kernels", "discriminator_hidden_dim", "n_way", "k_shot", "n_query", "episodes_per_epoch", "adapter_dim",
-    "head_dropout", "pooling", "layer_weighting", "freeze_feature_encoder", "image_size", "max_seq_length",
+    "head_dropout", "pooling", "layer_weighting", "freeze_feature_encoder", "speed_perturbation", "noise_snr_db",
+    "mask_time_prob", "image_size", "max_seq_length",
     "max_duration_seconds", "shots_per_class", "max_train_samples", "learning_rate", "head_learning_rate",
     "num_train_epochs", "max_train_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
     "weight_decay", "warmup_ratio", "lr_scheduler_type", "max_grad_norm", "class_weights", "mixed_precision",
     "early_stopping_patience", "selection", "metric_for_best_model", "seed",
 )
 _ONLY_FOR = {"unfreeze_top_k": ("tuning", ("partial",)), "layer_weighting": ("modality", ("speech",)),
+             "speed_perturbation": ("modality", ("speech",)), "noise_snr_db": ("modality", ("speech",)),
+             "mask_time_prob": ("modality", ("speech",)),
              "freeze_feature_encoder": ("modality", ("speech",)), "max_duration_seconds": ("modality", ("speech",)),
              "image_size": ("modality", ("image",)), "max_seq_length": ("modality", ("text",))}
 
@@ -280,7 +283,7 @@ def _hyperparameters(res: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
             continue
         if k not in a or (k in _ONLY_FOR and ctx.get(_ONLY_FOR[k][0]) not in _ONLY_FOR[k][1]):
             continue
-        if k in objective_keys and k not in opts:
+        if k in objective_keys and k not in opts and k != "mask_time_prob":  # also a backbone flag (SpecAugment)
             continue
         if a[k] is None or (k == "gradual_unfreeze" and not a[k]) or (k == "layerwise_lr_decay" and a[k] == 1.0) \
                 or (k == "da_warmup_ratio" and not a[k]):

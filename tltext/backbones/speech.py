@@ -111,8 +111,10 @@ class SpeechBackbone(Backbone):
 
     def __init__(self, encoder: nn.Module, feature_extractor, pooling: str = "mean", layer_weighting: bool = False,
                  freeze_feature_encoder: bool = False, max_duration_seconds: Optional[float] = None,
-                 name_or_path: str = "", pretrained_weights_loaded: bool = True):
+                 name_or_path: str = "", pretrained_weights_loaded: bool = True,
+                 speed_perturbation: Optional[Sequence[float]] = None, noise_snr_db: Optional[Sequence[float]] = None):
         super().__init__()
+        self.set_augmentation(speed_perturbation, noise_snr_db)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if max_duration_seconds is not None and not max_duration_seconds > 0:
@@ -141,18 +143,66 @@ class SpeechBackbone(Backbone):
         if freeze_feature_encoder:
             self.freeze_feature_encoder()
 
+    def set_augmentation(self, speed_perturbation: Optional[Sequence[float]] = None,
+                         noise_snr_db: Optional[Sequence[float]] = None) -> None:
+        """Training-time waveform augmentation (applied by ``collate(train=True)`` only).
+
+        ``speed_perturbation``: factors f > 0, one drawn per clip; the clip is resampled so
+        it plays f times faster (Ko et al., "Audio Augmentation for Speech Recognition",
+        Interspeech 2015; ``torchaudio.functional.speed``). ``noise_snr_db``: ``(low, high)``
+        in dB; white Gaussian noise at an SNR drawn uniformly from it
+        (``torchaudio.functional.add_noise``). Raises ValueError naming the flag."""
+        speeds = tuple(float(f) for f in speed_perturbation or ())
+        if any(not 0.5 <= f <= 2.0 for f in speeds):
+            raise ValueError(f"--speed_perturbation {' '.join(f'{f:g}' for f in speeds)}: expected factors in "
+                             "[0.5, 2] (e.g. 0.9 1.0 1.1)")
+        snr = tuple(float(v) for v in noise_snr_db or ())
+        if snr and (len(snr) != 2 or snr[0] > snr[1]):
+            raise ValueError(f"--noise_snr_db {' '.join(f'{v:g}' for v in snr)}: expected two values LOW HIGH in dB "
+                             "with LOW <= HIGH (e.g. 10 40)")
+        self.speed_perturbation, self.noise_snr_db = speeds, snr or None
+
+    def _augment(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One training clip through speed perturbation, then additive noise (see ``set_augmentation``)."""
+        import torchaudio.functional as AF
+
+        wave = torch.from_numpy(x)[None]
+        if self.speed_perturbation:
+            f = float(self.speed_perturbation[int(rng.integers(len(self.speed_perturbation)))])
+            if f != 1.0:
+                wave = AF.speed(wave, self.sampling_rate, f)[0]
+        if self.noise_snr_db and wave.abs().max() > 0:
+            snr = torch.tensor([rng.uniform(*self.noise_snr_db)], dtype=torch.float32)
+            noise = torch.from_numpy(rng.standard_normal(wave.shape[-1]).astype(np.float32))[None]
+            wave = AF.add_noise(wave, noise, snr)
+        return wave[0].numpy().astype(np.float32)
+
+    def set_mask_time_prob(self, p: float) -> None:
+        """SpecAugment time masking in training (the encoder's ``mask_time_prob``); creates the
+        learned mask vector ``masked_spec_embed`` (uniform init, as transformers does) when the
+        model was built without one. Raises ValueError unless 0 <= p < 1."""
+        if not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"--mask_time_prob {p}: expected a probability in [0, 1)")
+        self.encoder.config.mask_time_prob = float(p)
+        self.encoder.config.apply_spec_augment = True
+        if p > 0 and getattr(self.encoder, "masked_spec_embed", None) is None:
+            self.encoder.masked_spec_embed = nn.Parameter(torch.empty(self.encoder.config.hidden_size).uniform_())
+
     # construction -----------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str, pooling: str = "mean", layer_weighting: bool = False,
                         freeze_feature_encoder: bool = False, max_duration_seconds: Optional[float] = None,
                         model_config: Optional[str] = None, mask_time_prob: Optional[float] = None,
-                        **_: Any) -> "SpeechBackbone":
+                        speed_perturbation: Optional[Sequence[float]] = None,
+                        noise_snr_db: Optional[Sequence[float]] = None, **_: Any) -> "SpeechBackbone":
         """Load ``name_or_path`` (folder or Hub id), or build random weights from
         ``model_config`` (a preset name or a config JSON; ``name_or_path`` is then
         only recorded, and ``pretrained_weights_loaded`` is False).
 
         ``max_duration_seconds`` has no model limit to check: wav2vec2-style encoders
         use convolutional (or relative) positions, so any clip length fits."""
+        if mask_time_prob is not None and not 0.0 <= float(mask_time_prob) < 1.0:
+            raise ValueError(f"--mask_time_prob {mask_time_prob}: expected a probability in [0, 1)")
         if model_config is not None:
             config = build_encoder_config(model_config, mask_time_prob)
             encoder = AutoModel.from_config(config)
@@ -165,7 +215,8 @@ class SpeechBackbone(Backbone):
             name = name_or_path
         return cls(encoder, fe, pooling=pooling, layer_weighting=layer_weighting,
                    freeze_feature_encoder=freeze_feature_encoder, max_duration_seconds=max_duration_seconds,
-                   name_or_path=name, pretrained_weights_loaded=model_config is None)
+                   name_or_path=name, pretrained_weights_loaded=model_config is None,
+                   speed_perturbation=speed_perturbation, noise_snr_db=noise_snr_db)
 
     def config_dict(self) -> Dict[str, Any]:
         return {
@@ -175,6 +226,8 @@ class SpeechBackbone(Backbone):
             "layer_weighting": self.layer_weighting,
             "freeze_feature_encoder": self.feature_encoder_frozen,
             "max_duration_seconds": self.max_duration_seconds,
+            "speed_perturbation": list(self.speed_perturbation),  # training only; recorded for the card
+            "noise_snr_db": None if self.noise_snr_db is None else list(self.noise_snr_db),
             "encoder": _clean_config(self.encoder.config),
             "feature_extractor": dict(sorted(self.feature_extractor.to_dict().items())),
         }
@@ -192,7 +245,8 @@ class SpeechBackbone(Backbone):
             fe = default_feature_extractor()
         return cls(encoder, fe, pooling=cfg.get("pooling", "mean"), layer_weighting=cfg.get("layer_weighting", False),
                    freeze_feature_encoder=cfg.get("freeze_feature_encoder", False),
-                   max_duration_seconds=cfg.get("max_duration_seconds"), name_or_path=cfg.get("name_or_path", ""))
+                   max_duration_seconds=cfg.get("max_duration_seconds"), name_or_path=cfg.get("name_or_path", ""),
+                   speed_perturbation=cfg.get("speed_perturbation"), noise_snr_db=cfg.get("noise_snr_db"))
 
     def save_preprocessor(self, directory: str) -> None:
         self.feature_extractor.save_pretrained(directory)
@@ -240,7 +294,8 @@ class SpeechBackbone(Backbone):
 
     def collate(self, inputs: Sequence[Any], train: bool = False) -> Dict[str, torch.Tensor]:
         """Waveforms (1-D float arrays at ``sampling_rate``) -> padded ``input_values``
-        + ``attention_mask``. Clips longer than ``max_duration_seconds`` are cropped
+        + ``attention_mask``. When ``train``, clips are first augmented (``set_augmentation``).
+        Clips longer than ``max_duration_seconds`` are cropped
         (random window when ``train``, centred otherwise; the window comes from a
         generator seeded from torch's global RNG, so ``torch.manual_seed`` repeats
         it). Clips shorter than the CNN receptive field are zero-padded to it."""
@@ -249,13 +304,16 @@ class SpeechBackbone(Backbone):
         max_len = None if self.max_duration_seconds is None else max(
             self.min_samples, int(round(self.max_duration_seconds * self.sampling_rate)))
         rng = None
-        if train and max_len is not None:
+        augment = train and bool(self.speed_perturbation or self.noise_snr_db)
+        if train and (max_len is not None or augment):
             rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
         waves: List[np.ndarray] = []
         for i, x in enumerate(inputs):
             x = np.asarray(x, dtype=np.float32)
             if x.ndim != 1 or x.size == 0:
                 raise ValueError(f"waveform {i}: expected a non-empty 1-D array, got shape {x.shape}")
+            if augment:
+                x = self._augment(x, rng)
             if max_len is not None and len(x) > max_len:
                 start = int(rng.integers(0, len(x) - max_len + 1)) if rng is not None else (len(x) - max_len) // 2
                 x = x[start:start + max_len]
