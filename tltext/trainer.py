@@ -600,7 +600,7 @@ class Trainer:
         selection = describe(t.selection, t.oracle_selection, t.record_oracle) if (has_val or t.selection != "source_validation"
                                                                    or t.oracle_selection) else "last epoch (no validation data)"
         timing = {"train_seconds": fit.train_seconds, "train_samples_per_second": fit.train_samples_per_second,
-                  "train_steps": fit.steps, "heap_trims": fit.heap_trims, **asdict(self.cache.stats)}
+                  "selection_seconds": fit.selection_seconds, "train_steps": fit.steps, "heap_trims": fit.heap_trims, **asdict(self.cache.stats)}
         precision = self.acc.mixed_precision
         if precision == "fp16" and self.acc.device.type == "cpu":  # accelerate has no fp16 autocast on CPU
             precision = "no (fp16 was requested; accelerate runs fp32 on CPU)"

@@ -137,6 +137,7 @@ class TrainState:
     best_score: Optional[float] = None
     best_epoch: int = -1
     train_seconds: float = 0.0
+    selection_seconds: float = 0.0  # of train_seconds: the per-epoch model-selection passes
     target_epoch: int = 0
     target_batches: int = 0
     skipped_steps: int = 0  # fp16 overflow steps the grad scaler skipped
@@ -158,9 +159,11 @@ class TrainState:
 
 @dataclass
 class FitResult:
-    """What one ``Engine.fit`` did: seconds, steps, the global batch, selection."""
+    """What one ``Engine.fit`` did: seconds (``selection_seconds`` of them scoring the
+    selection criteria after each epoch), steps, the global batch, selection."""
 
     train_seconds: float = 0.0
+    selection_seconds: float = 0.0
     train_samples_per_second: float = 0.0
     steps: int = 0
     steps_per_epoch: int = 0
@@ -483,7 +486,9 @@ class Engine:
         rec.update({k: v / n for k, v in st.log_sums.items()})
         rec.update(self.unwrapped.objective.coefficients(st.step / max(1, self.total_steps)))
         if selector is not None:
+            t0 = time.perf_counter()
             ev = selector.score(self.unwrapped.model, epoch)
+            st.selection_seconds += time.perf_counter() - t0
             rec.update({k: v for k, v in ev.items() if k != "score"})
             score = rec["score"] = ev.get("score")
             if score is not None and (st.best_score is None or score > st.best_score):
@@ -512,7 +517,8 @@ class Engine:
         acc.wait_for_everyone()
         acc.free_memory()
         return FitResult(
-            train_seconds=seconds, train_samples_per_second=st.seen / max(seconds, 1e-9), steps=st.step,
+            train_seconds=seconds, selection_seconds=st.selection_seconds,
+            train_samples_per_second=st.seen / max(seconds, 1e-9), steps=st.step,
             steps_per_epoch=self.steps_per_epoch, num_processes=acc.num_processes,
             global_batch_size=(round(st.seen / max(1, st.step)) if self.own_batches else  # the objective's sampler
                                a.per_device_train_batch_size * acc.num_processes * a.gradient_accumulation_steps),
