@@ -351,3 +351,21 @@ def test_a_failure_after_training_keeps_the_model_and_says_what_failed(tmp_path,
 
     import tltext  # noqa: F401
     assert AutoModelForSequenceClassification.from_pretrained(out / "model") is not None
+
+
+def test_results_record_the_clamped_length(tiny_bert_dir, tmp_path):
+    """--max_seq_length 200 on a 128-position model: the run, results.json and the card say 128."""
+    from helpers import write_domains
+
+    from tltext.experiment import parse_and_run
+
+    (tmp_path / "data").mkdir()
+    d = write_domains(tmp_path / "data")
+    out = tmp_path / "run"
+    res = parse_and_run("text", ["--model_name_or_path", tiny_bert_dir, "--train_file", str(d / "src.jsonl"),
+                                 "--output_dir", str(out), "--max_seq_length", "200", "--disable_tqdm",
+                                 "--report", "False"])
+    assert any("200 exceeds the model's 128 positions" in w for w in res["warnings"])
+    assert res["args"]["max_seq_length"] == 128
+    assert json.loads((out / "results.json").read_text())["args"]["max_seq_length"] == 128
+    assert "| max_seq_length | 128 |" in (out / "model" / "README.md").read_text()

@@ -116,3 +116,8 @@ def test_eval_only_summary_says_nothing_was_trained(toy, tiny_bert_dir, tmp_path
     assert "evaluation only: nothing trained  |  classes: 2" in summary
     assert "train: None" not in summary and "time: train" not in summary and "time: evaluation " in summary
     assert f"test:       accuracy {res['test']['accuracy']:.4f}" in summary
+    # --validation_file is scored too (it was silently ignored)
+    both = parse_and_run("text", ["--eval_only", "--model_name_or_path", str(trained / "model"), "--test_file",
+                                  str(toy / "test.jsonl"), "--validation_file", str(toy / "train.jsonl"),
+                                  "--output_dir", str(tmp_path / "eval2"), "--disable_tqdm"])
+    assert both["num_examples"] == {"validation": 40, "test": 16} and 0.0 <= both["validation"]["accuracy"] <= 1.0

@@ -251,5 +251,7 @@ def test_training_augmentation_speed_and_noise(clips):
     assert again.noise_snr_db == (10.0, 10.0) and again.speed_perturbation == ()
     with pytest.raises(ValueError, match=r"^--speed_perturbation 0\.9 3: expected factors in \[0\.5, 2\]"):
         b.set_augmentation([0.9, 3.0], None)
-    with pytest.raises(ValueError, match=r"^--noise_snr_db 40 10: expected two values LOW HIGH"):
+    with pytest.raises(ValueError, match=r"^--noise_snr_db 40 10: expected two finite values LOW HIGH"):
         b.set_augmentation(None, [40.0, 10.0])
+    with pytest.raises(ValueError, match=r"^--noise_snr_db 10 inf: expected two finite values"):
+        b.set_augmentation(None, [10.0, float("inf")])

@@ -143,3 +143,16 @@ def test_disable_tqdm_also_silences_model_loading_bars(tiny_bert_dir, tmp_path):
                   capture_output=True, text=True, cwd=ROOT)
     assert "Loading weights" in loud.stderr  # the bar this flag must hide (a fresh process each: global state)
     assert "Loading weights" not in quiet.stderr and "%|" not in quiet.stderr
+
+
+def test_partial_run_from_a_model_path_draws_the_before_embeddings(tiny_bert_dir, tmp_path):
+    """The API builds its own untrained copy for the report's 'before' picture, as the CLI does."""
+    from tltext import Trainer, TrainArguments
+
+    out = tmp_path / "run"
+    trainer = Trainer(model=tiny_bert_dir, tuning="partial", train_dataset=datasets.Dataset.from_list(reviews(8, 2)),
+                      args=TrainArguments(output_dir=str(out), num_train_epochs=1, seed=1, disable_tqdm=True,
+                                          save_model=False))
+    trainer.train()
+    assert not [w for w in trainer.result.warnings if "embeddings not computed" in w]
+    assert (out / "embeddings_before.png").stat().st_size > 0 and (out / "embeddings_after.png").stat().st_size > 0

@@ -31,8 +31,15 @@ def check_args(m: ModelArguments, d: DataArguments, t: TrainArguments, modality:
         raise ValueError("--output_dir is required")
     if m.tuning not in TUNINGS:
         raise ValueError(f"--tuning must be one of {', '.join(TUNINGS)}; got {m.tuning!r}")
+    if t.eval_only and not (d.test_file or d.validation_file):
+        raise ValueError("--eval_only: nothing to evaluate; pass --test_file and/or --validation_file")
     if not t.eval_only:
         objectives.check(m.objective, m.tuning, bool(d.target_file), modality)
+    if m.tuning == "frozen" and modality == "speech":
+        for flag in ("speed_perturbation", "noise_snr_db", "mask_time_prob"):
+            if getattr(m, flag, None) is not None:
+                raise ValueError(f"--{flag} has no effect under --tuning frozen (each clip is encoded once, without "
+                                 "augmentation); use --tuning partial or full")
     if modality is not None and modality != "speech":
         for flag in ("speed_perturbation", "noise_snr_db", "mask_time_prob"):
             if getattr(m, flag, None) is not None:
@@ -311,6 +318,10 @@ def run_experiment(m: ModelArguments, d: DataArguments, t: TrainArguments, modal
     """Train (or evaluate) as the flags say; writes OUT/results.json and OUT/model.
     Returns the results as written (a dict; ``tltext.Trainer`` holds the typed one)."""
     check_args(m, d, t, modality)
+    recipe = objectives.pretraining_recipe(m.objective)
+    if recipe and not t.eval_only:
+        raise ValueError(f"--objective {m.objective} learns representations without labels and trains no classifier; "
+                         f"run it with {recipe}, then this recipe with --model_name_or_path OUT/model")
     if t.disable_tqdm:
         quiet_progress_bars()
     acc = make_accelerator(t)
@@ -374,6 +385,11 @@ def evaluate_only(acc, m: ModelArguments, d: DataArguments, t: TrainArguments) -
     label_names = [l for l, _ in sorted(label2id.items(), key=lambda kv: kv[1])]
     modality = model.backbone.modality
     splits, _ = load_splits(modality, m, d, t, model.backbone, label2id=label2id)
+    if d.validation_file:  # load_splits reads it only with the training data
+        sr = getattr(model.backbone, "sampling_rate", None)
+        val = load_examples(modality, d.validation_file, d, True, d.validation_filter, sr)
+        splits["validation"] = Split(val.inputs, encode_labels(val.labels, label2id, d.validation_file, d.label_column),
+                                     d.validation_file)
     predictor = Predictor(acc, t.per_device_eval_batch_size, t.disable_tqdm)
     res: Dict[str, Any] = {"modality": modality, "eval_only": True, "base_model": path, "label_names": label_names,
                            "num_examples": {}, "args": public_args(m, d, t), "selection": "n/a (evaluation only)",

@@ -212,12 +212,11 @@ class Trainer:
             raise ValueError(f"tuning must be one of {', '.join(TUNINGS)}; got {self.m.tuning!r}")
         if self.t.disable_tqdm:
             quiet_progress_bars()  # also the model-loading and datasets bars, before anything loads
+        self._fresh_backbone = fresh_backbone
         self.backbone, self.label2id = self._resolve_model(model, modality)
-        if getattr(self.backbone, "max_length", None) is not None and self.d.max_seq_length is None:
-            self.d = replace(self.d, max_seq_length=self.backbone.max_length)  # results.json: the length used
+        self._record_effective_settings()
         self.label2id = label2id or self.label2id
         self.modality = self.backbone.modality
-        self._fresh_backbone = fresh_backbone
         objectives.check(self.m.objective, self.m.tuning, target_dataset is not None, self.modality)
         self.splits: Dict[str, Split] = {}
         self._add_splits(train_dataset, eval_dataset, test_dataset, target_dataset)
@@ -248,7 +247,23 @@ class Trainer:
         mod = modality or "text"
         path = model or self.m.model_name_or_path or (None if self.m.model_config else default_model(mod))
         self.m = replace(self.m, model_name_or_path=self.m.model_name_or_path or path)
+        if self._fresh_backbone is None:  # the report's 'before' embeddings: the same backbone, untrained
+            m, d = self.m, self.d
+            self._fresh_backbone = lambda: build_backbone(mod, m, d)
         return build_backbone(mod, self.m, self.d), None  # also a trained tltext OUT/model folder
+
+    def _record_effective_settings(self) -> None:
+        """Args as they ran (results.json, card): the text length after clamping to the model;
+        for speech, a duration crop and SpecAugment masking inherited from a loaded model."""
+        bb = self.backbone
+        if getattr(bb, "max_length", None) is not None and self.d.max_seq_length != bb.max_length:
+            self.d = replace(self.d, max_seq_length=bb.max_length)
+        if getattr(bb, "max_duration_seconds", None) is not None and self.d.max_duration_seconds is None:
+            self.d = replace(self.d, max_duration_seconds=bb.max_duration_seconds)
+        cfg = getattr(getattr(bb, "encoder", None), "config", None)
+        inherited = getattr(cfg, "mask_time_prob", 0.0) if getattr(cfg, "apply_spec_augment", False) else 0.0
+        if bb.modality == "speech" and self.m.mask_time_prob is None and inherited and self.m.tuning != "frozen":
+            self.m = replace(self.m, mask_time_prob=float(inherited))
 
     def _add_splits(self, train, validation, test, target) -> None:
         from .data import build_label_maps
@@ -352,7 +367,8 @@ class Trainer:
             model.classifier.weight.copy_(probe.weight)
             model.classifier.bias.copy_(probe.bias)
         backbone.train(was_training)
-        self._head_init = (f"linear probe on the pretrained encoder (LP-FT, Kumar et al. 2022; scikit-learn "
+        encoder = "pretrained" if getattr(backbone, "pretrained_weights_loaded", True) else "randomly initialised"
+        self._head_init = (f"linear probe on the {encoder} encoder (LP-FT, Kumar et al. 2022; scikit-learn "
                            f"LogisticRegression, C={probe.C:g})")
 
     def _install_head(self, model, objective, inputs) -> None:

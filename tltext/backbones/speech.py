@@ -37,6 +37,7 @@ given.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -157,9 +158,9 @@ class SpeechBackbone(Backbone):
             raise ValueError(f"--speed_perturbation {' '.join(f'{f:g}' for f in speeds)}: expected factors in "
                              "[0.5, 2] (e.g. 0.9 1.0 1.1)")
         snr = tuple(float(v) for v in noise_snr_db or ())
-        if snr and (len(snr) != 2 or snr[0] > snr[1]):
-            raise ValueError(f"--noise_snr_db {' '.join(f'{v:g}' for v in snr)}: expected two values LOW HIGH in dB "
-                             "with LOW <= HIGH (e.g. 10 40)")
+        if snr and (len(snr) != 2 or not all(math.isfinite(v) for v in snr) or snr[0] > snr[1]):
+            raise ValueError(f"--noise_snr_db {' '.join(f'{v:g}' for v in snr)}: expected two finite values LOW HIGH "
+                             "in dB with LOW <= HIGH (e.g. 10 40)")
         self.speed_perturbation, self.noise_snr_db = speeds, snr or None
 
     def _augment(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:

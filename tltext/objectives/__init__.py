@@ -100,6 +100,11 @@ def trains_classifier(spec: str) -> bool:
     return all(c.trains_classifier for c in classes(spec))
 
 
+def pretraining_recipe(spec: str) -> Optional[str]:
+    """The recipe of a label-free pretraining term in ``spec`` (None when every term classifies)."""
+    return next((c.pretraining_recipe for c in classes(spec) if c.pretraining_recipe), None)
+
+
 def frozen_adapter_dim(spec: str) -> int:
     return max(c.frozen_adapter_dim for c in classes(spec))
 

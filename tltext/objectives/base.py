@@ -153,7 +153,9 @@ class Objective(nn.Module):
     - ``default_weight``; ``options``: the ``ModelArguments`` fields it reads;
     - ``adds_term``: False only for plain cross-entropy (ERM), which lets a frozen
       encoder's head be fitted to convergence as a linear probe;
-    - ``modalities``: the backbones it applies to (masked-token objectives: text only).
+    - ``modalities``: the backbones it applies to (masked-token objectives: text only);
+    - ``pretraining_recipe``: set by label-free pretraining objectives that train no
+      classifier: the recipe to run them with (the classification recipes refuse them).
     """
 
     name: ClassVar[str] = ""
@@ -170,6 +172,7 @@ class Objective(nn.Module):
     options: ClassVar[Tuple[str, ...]] = ()
     adds_term: ClassVar[bool] = True
     modalities: ClassVar[Tuple[str, ...]] = ("text", "speech", "image")
+    pretraining_recipe: ClassVar[Optional[str]] = None
 
     def __init__(self, setup: ObjectiveSetup):
         super().__init__()

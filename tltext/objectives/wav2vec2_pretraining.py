@@ -163,6 +163,7 @@ class Wav2Vec2Pretraining(Objective):
 
     name = "wav2vec2"
     modalities = ("speech",)
+    pretraining_recipe = "recipes/audio_pretraining.py"
     paper = ("Baevski et al., wav2vec 2.0: A Framework for Self-Supervised Learning of Speech Representations, "
              "NeurIPS 2020")
     description = ("self-supervised wav2vec 2.0 pretraining of a speech encoder: contrastive loss over masked, "
