@@ -255,3 +255,12 @@ def test_training_augmentation_speed_and_noise(clips):
         b.set_augmentation(None, [40.0, 10.0])
     with pytest.raises(ValueError, match=r"^--noise_snr_db 10 inf: expected two finite values"):
         b.set_augmentation(None, [10.0, float("inf")])
+
+
+def test_spec_augment_span_longer_than_the_clips_is_a_flag_error():
+    b = SpeechBackbone.from_pretrained("", model_config="tiny", mask_time_prob=0.5, max_duration_seconds=0.1)
+    with pytest.raises(ValueError, match=r"^--mask_time_prob 0.5: a masked span is 10 frames .* "
+                                         r"--max_duration_seconds 0.1 gives clips of 4"):
+        b.check_spec_augment()
+    b.max_duration_seconds = 1.0
+    b.check_spec_augment()  # 49 frames hold a 10-frame span

@@ -264,6 +264,8 @@ class Trainer:
         inherited = getattr(cfg, "mask_time_prob", 0.0) if getattr(cfg, "apply_spec_augment", False) else 0.0
         if bb.modality == "speech" and self.m.mask_time_prob is None and inherited and self.m.tuning != "frozen":
             self.m = replace(self.m, mask_time_prob=float(inherited))
+        if hasattr(bb, "check_spec_augment") and self.m.tuning != "frozen":
+            bb.check_spec_augment()
 
     def _add_splits(self, train, validation, test, target) -> None:
         from .data import build_label_maps

@@ -189,6 +189,21 @@ class SpeechBackbone(Backbone):
         if p > 0 and getattr(self.encoder, "masked_spec_embed", None) is None:
             self.encoder.masked_spec_embed = nn.Parameter(torch.empty(self.encoder.config.hidden_size).uniform_())
 
+    def check_spec_augment(self) -> None:
+        """Raise a one-line ValueError when SpecAugment time masking cannot fit a span into the
+        longest clip a batch may hold (``max_duration_seconds``): transformers would stop
+        mid-training with "`mask_length` has to be smaller than `sequence_length`"."""
+        cfg = self.encoder.config
+        p, span = float(getattr(cfg, "mask_time_prob", 0.0) or 0.0), int(getattr(cfg, "mask_time_length", 1) or 1)
+        if p <= 0 or not getattr(cfg, "apply_spec_augment", True) or self.max_duration_seconds is None:
+            return
+        n = int(round(self.max_duration_seconds * self.sampling_rate))
+        frames = int(self.encoder._get_feat_extract_output_lengths(torch.tensor(max(n, self.min_samples))))
+        if frames <= span:
+            raise ValueError(f"--mask_time_prob {p:g}: a masked span is {span} frames (the model's mask_time_length) but "
+                             f"--max_duration_seconds {self.max_duration_seconds:g} gives clips of {frames}; "
+                             "lengthen the clips or set --mask_time_prob 0")
+
     # construction -----------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str, pooling: str = "mean", layer_weighting: bool = False,
