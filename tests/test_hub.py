@@ -145,6 +145,7 @@ def test_card_metadata_and_body_from_results():
                  "validation_split_percentage": 10.0, "tuning": "partial", "unfreeze_top_k": 2, "objective": "mmd",
                  "da_weight": 0.5, "mmd_kernels": 5, "learning_rate": None, "num_train_epochs": 4.0, "seed": 7,
                  "hub_token": "***", "output_dir": "/home/u/runs/x", "max_seq_length": 128},
+        "training": {"learning_rate": 5e-5, "head_learning_rate": 5e-4, "optimizer_steps": 226},
     }
     text = render_card(res, {"adapter_dim": 0, "backbone": {"type": "text", "max_length": 128}}, repo_id="me/books2kitchen")
     meta = _front_matter(text)
@@ -162,6 +163,7 @@ def test_card_metadata_and_body_from_results():
     assert "local `amazon/books.jsonl`" in body and "/home/u" not in text
     assert "Model selected without target labels" in body and "negative transfer" in body
     assert 'pipeline("text-classification", model="me/books2kitchen")' in body and "import tltext" in body
+    assert "| learning_rate | 5e-05 (default for this tuning; head 0.0005) |" in body
     assert "| da_weight | 0.5 |" in body and "| unfreeze_top_k | 2 |" in body and "hub_token" not in text
     assert "| target test, source-only (ERM) baseline | same data, same seed and tuning | 2000 | 0.7250 | 0.7200 |" in body
     assert "ORACLE" not in text

@@ -45,6 +45,7 @@ def test_train_evaluate_predict_with_datasets_and_lists(tiny_bert_dir, tmp_path)
     # no eval_dataset: 10 % of train held out, stratified, as the CLI does (48 rows -> 43 + 5)
     assert saved["num_examples"]["train"] == 43 and saved["num_examples"]["validation"] == 5
     assert saved["validation_split"]["stratified"] is True and saved["selection"].startswith("source validation")
+    assert (saved["training"]["learning_rate"], saved["training"]["head_learning_rate"]) == (5e-5, 5e-4)  # as used
     metrics = trainer.evaluate([{"text": r["text"], "label": r["label"]} for r in reviews(8, 1)])
     assert 0.0 <= metrics["accuracy"] <= 1.0 and "f1" in metrics
     pred = trainer.predict(["great product works well", "terrible broke fast"])

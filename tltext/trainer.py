@@ -337,6 +337,7 @@ class Trainer:
         objective = objectives.ObjectiveSet(m.objective, setup, m.da_weight, class_weights).to(self.acc.device)
         lr = t.learning_rate or (1e-3 if cached else 5e-5)
         head_lr = t.head_learning_rate or (lr if cached else 10 * lr)
+        self._learning_rates = {"learning_rate": lr, "head_learning_rate": head_lr}  # as used (results.json)
         head_modules = [model.adapter] + ([model.classifier] if objective.use_ce else []) + [objective]
         if not objectives.trains_classifier(m.objective):
             model.classifier.requires_grad_(False)
@@ -631,6 +632,8 @@ class Trainer:
                     "skipped_fp16_steps": fit.skipped_steps}
         if getattr(self, "_head_init", None):
             training["head_init"] = self._head_init
+        if fit.steps and getattr(self, "_learning_rates", None):
+            training.update(self._learning_rates)
         if getattr(self, "_nothing_trained", False):
             training.update(global_batch_size=None, optimizer_steps=None, steps_per_epoch=None,
                             fit="nothing trained: the head is computed from the frozen features")
