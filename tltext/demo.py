@@ -19,7 +19,7 @@ ADAPTATION = "self_training"
 #: (name, flags, relative cost): cost ~ encoder passes per step, for the time-left estimate
 RUNS: List[Tuple[str, List[str], float]] = [
     ("full fine-tune, source-only", ["--tuning", "full", "--objective", "erm", "--report", "False"], 1.0),
-    (f"full fine-tune + {ADAPTATION}", ["--tuning", "full", "--objective", ADAPTATION], 1.6),
+    (f"full fine-tune + {ADAPTATION}", ["--tuning", "full", "--objective", ADAPTATION], 2.0),  # measured 1901 vs 948 s
 ]
 
 
