@@ -130,6 +130,10 @@ def test_diagnose_cli_writes_diagnosis(domains, tiny_bert_dir, tmp_path, capsys)
     assert dx["recommendation"]["flags"] == expected.flags
     table = capsys.readouterr().out
     assert "proxy A-distance" in table and expected.flags in table
+    saved = json.loads((tmp_path / "out" / "diagnosis.json").read_text())
+    mmd_line = next(l for l in table.splitlines() if "MK-MMD^2" in l)
+    assert f"{saved['mmd2']:+.4f}" in mmd_line
+    assert ("below 0 means no detectable gap" in mmd_line) == (saved["mmd2"] < 0)
     # second run: both domains come from the embedding cache
     assert diagnose_main(args) == 0
     assert json.loads((tmp_path / "out" / "diagnosis.json").read_text())["timing"]["cache_hits"] == 2

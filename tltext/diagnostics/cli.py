@@ -134,7 +134,8 @@ def format_table(dx: Dict[str, Any]) -> str:
         "",
         f"  {'proxy A-distance':<26}{dx['a_distance']:.3f}   (0 = same, 2 = separable; domain classifier error "
         f"{dx['domain_classifier_error']:.3f}, 5-fold, {dx['a_distance_n_per_domain']} per domain)",
-        f"  {'MK-MMD^2':<26}{dx['mmd2']:.4f}  ({dx['mmd2_n_per_domain']} per domain)",
+        f"  {'MK-MMD^2':<26}{dx['mmd2']:+.4f}  ({dx['mmd2_n_per_domain']} per domain"
+        + ("; unbiased estimate: below 0 means no detectable gap)" if dx["mmd2"] < 0 else ")"),
         f"  {'labelled source / class':<26}min {dx['min_labels_per_class']}  ({per_class})",
         f"  {'recommendation':<26}{rec['flags']}",
     ]
