@@ -113,7 +113,7 @@ def test_eval_only_summary_says_nothing_was_trained(toy, tiny_bert_dir, tmp_path
     res = parse_and_run("text", ["--eval_only", "--model_name_or_path", str(trained / "model"), "--test_file",
                                  str(toy / "test.jsonl"), "--output_dir", str(out), "--disable_tqdm"])
     summary = capsys.readouterr().out
-    assert "evaluation only: nothing trained  |  classes: 2" in summary
+    assert "evaluation only: nothing trained  |  classes: 2" in summary and "seed=" not in summary
     assert "train: None" not in summary and "time: train" not in summary and "time: evaluation " in summary
     assert f"test:       accuracy {res['test']['accuracy']:.4f}" in summary
     # --validation_file is scored too (it was silently ignored)

@@ -261,7 +261,8 @@ def print_summary(res: Dict[str, Any]) -> None:
     keys = tuple(a.get("metric") or ("accuracy", "f1"))
     lines = [
         "=" * 72,
-        f"tltext {res['modality']}: tuning={a['tuning']} objective={a['objective']} seed={a['seed']}",
+        f"tltext {res['modality']}: tuning={a['tuning']} objective={a['objective']}"
+        + ("" if a.get("eval_only") else f" seed={a['seed']}"),  # eval-only: the seed flag played no part
         f"model: {res['base_model']}",
     ]
     if a.get("eval_only"):
