@@ -87,6 +87,7 @@ def test_large_gap_recommendation_follows_the_measurements():
     # the shipped measurements: partial dann/mmd lost to partial source-only on books <-> kitchen
     shipped = recommend(books, 1.96)
     assert shipped.objective != "dann" and "benchmarks/results" in shipped.reasons[1]
+    assert shipped.flags == "--tuning full --objective self_training"  # the best measured row (quality_amazon)
     assert all(e.measurement for e in load_evidence())
 
 
