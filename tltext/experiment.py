@@ -35,15 +35,12 @@ def check_args(m: ModelArguments, d: DataArguments, t: TrainArguments, modality:
         raise ValueError("--eval_only: nothing to evaluate; pass --test_file and/or --validation_file")
     if not t.eval_only:
         objectives.check(m.objective, m.tuning, bool(d.target_file), modality)
-    if m.tuning == "frozen" and modality == "speech":
-        for flag in ("speed_perturbation", "noise_snr_db", "mask_time_prob"):
-            if getattr(m, flag, None) is not None:
-                raise ValueError(f"--{flag} has no effect under --tuning frozen (each clip is encoded once, without "
-                                 "augmentation); use --tuning partial or full")
-    if modality is not None and modality != "speech":
-        for flag in ("speed_perturbation", "noise_snr_db", "mask_time_prob"):
-            if getattr(m, flag, None) is not None:
-                raise ValueError(f"--{flag} is a speech augmentation; this is a {modality} run")
+    flag = next((f for f in ("speed_perturbation", "noise_snr_db", "mask_time_prob") if getattr(m, f, None) is not None), None)
+    if flag and modality is not None and modality != "speech":
+        raise ValueError(f"--{flag} is a speech augmentation; this is a {modality} run")
+    if flag and modality == "speech" and m.tuning == "frozen":
+        raise ValueError(f"--{flag} has no effect under --tuning frozen (each clip is encoded once, without "
+                         "augmentation); use --tuning partial or full")
     if t.per_device_train_batch_size <= 0 or t.per_device_eval_batch_size <= 0:
         raise ValueError(f"batch sizes must be positive; got --per_device_train_batch_size {t.per_device_train_batch_size}, --per_device_eval_batch_size {t.per_device_eval_batch_size}")
     if t.learning_rate is not None and t.learning_rate <= 0:
@@ -148,6 +145,12 @@ def stratified_split(labels: List[int], pct: float, seed: int):
     return sorted(tr.tolist()), sorted(va.tolist()), info
 
 
+def _validation_file(modality: str, d: DataArguments, label2id: Dict[str, int], sr) -> Split:
+    val = load_examples(modality, d.validation_file, d, True, d.validation_filter, sr)
+    return Split(val.inputs, encode_labels(val.labels, label2id, d.validation_file, d.label_column),
+                 d.validation_file, info={"file": d.validation_file})
+
+
 def load_splits(modality: str, m: ModelArguments, d: DataArguments, t: TrainArguments, backbone,
                 label2id: Optional[Dict[str, int]] = None):
     """Train / validation / test / target ``Split``s as label ids over ``label2id``."""
@@ -171,9 +174,7 @@ def load_splits(modality: str, m: ModelArguments, d: DataArguments, t: TrainArgu
         # share one cached encoding of the whole file only when the run uses most of it
         whole = None if (d.shots_per_class or d.max_train_samples) else train.inputs
         if d.validation_file:
-            val = load_examples(modality, d.validation_file, d, True, d.validation_filter, sr)
-            splits["validation"] = Split(val.inputs, encode_labels(val.labels, label2id, d.validation_file, d.label_column),
-                                         d.validation_file, info={"file": d.validation_file})
+            splits["validation"] = _validation_file(modality, d, label2id, sr)
         elif d.validation_split_percentage > 0 and not d.shots_per_class:
             sub = [y[i] for i in idx]
             tr, va, info = stratified_split(sub, d.validation_split_percentage, t.seed)
@@ -187,6 +188,8 @@ def load_splits(modality: str, m: ModelArguments, d: DataArguments, t: TrainArgu
                                 pool=None if whole is None else (whole, idx))
         if len(set(splits["train"].labels)) < 2:
             raise DataError(f"{d.train_file}: the training split has a single class; classification needs at least 2")
+    elif d.validation_file:  # a trained model's label set (evaluation only)
+        splits["validation"] = _validation_file(modality, d, label2id, sr)
     if d.test_file:
         test = load_examples(modality, d.test_file, d, True, d.test_filter, sr)
         ys = encode_labels(test.labels, label2id, d.test_file, d.label_column)
@@ -386,11 +389,6 @@ def evaluate_only(acc, m: ModelArguments, d: DataArguments, t: TrainArguments) -
     label_names = [l for l, _ in sorted(label2id.items(), key=lambda kv: kv[1])]
     modality = model.backbone.modality
     splits, _ = load_splits(modality, m, d, t, model.backbone, label2id=label2id)
-    if d.validation_file:  # load_splits reads it only with the training data
-        sr = getattr(model.backbone, "sampling_rate", None)
-        val = load_examples(modality, d.validation_file, d, True, d.validation_filter, sr)
-        splits["validation"] = Split(val.inputs, encode_labels(val.labels, label2id, d.validation_file, d.label_column),
-                                     d.validation_file)
     predictor = Predictor(acc, t.per_device_eval_batch_size, t.disable_tqdm)
     res: Dict[str, Any] = {"modality": modality, "eval_only": True, "base_model": path, "label_names": label_names,
                            "num_examples": {}, "args": public_args(m, d, t), "selection": "n/a (evaluation only)",
