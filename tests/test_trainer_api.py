@@ -45,7 +45,9 @@ def test_train_evaluate_predict_with_datasets_and_lists(tiny_bert_dir, tmp_path)
     # no eval_dataset: 10 % of train held out, stratified, as the CLI does (48 rows -> 43 + 5)
     assert saved["num_examples"]["train"] == 43 and saved["num_examples"]["validation"] == 5
     assert saved["validation_split"]["stratified"] is True and saved["selection"].startswith("source validation")
-    assert (saved["training"]["learning_rate"], saved["training"]["head_learning_rate"]) == (5e-5, 5e-4)  # as used
+    # as used: the LP-FT head learns at the encoder's rate (recorded after the probe init)
+    assert "linear probe" in saved["training"]["head_init"]
+    assert (saved["training"]["learning_rate"], saved["training"]["head_learning_rate"]) == (5e-5, 5e-5)
     metrics = trainer.evaluate([{"text": r["text"], "label": r["label"]} for r in reviews(8, 1)])
     assert 0.0 <= metrics["accuracy"] <= 1.0 and "f1" in metrics
     pred = trainer.predict(["great product works well", "terrible broke fast"])
@@ -57,6 +59,16 @@ def test_train_evaluate_predict_with_datasets_and_lists(tiny_bert_dir, tmp_path)
     with torch.no_grad():
         logits = reloaded(**reloaded.backbone.collate(["great product works well", "terrible broke fast"])).logits
     assert torch.allclose(logits, torch.from_numpy(pred.logits), atol=1e-4)
+
+
+def test_lp_ft_head_learns_at_the_encoder_rate_and_the_discriminator_at_the_random_head_rate(tiny_bert_dir, tmp_path):
+    trainer = _trainer(tiny_bert_dir, tmp_path / "run", objective="dann", tuning="partial")
+    trainer.train()
+    tr = json.loads((tmp_path / "run" / "results.json").read_text())["training"]
+    assert "linear probe" in tr["head_init"]
+    assert (tr["learning_rate"], tr["head_learning_rate"], tr["objective_learning_rate"]) == (5e-5, 5e-5, 5e-4)
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert "head 5e-05, objective's own parts 0.0005" in card
 
 
 def test_bad_inputs_name_what_is_wrong(tiny_bert_dir, tmp_path):

@@ -68,3 +68,20 @@ def test_gradual_unfreeze_one_group_per_epoch(model):
 def test_bad_unfreeze_top_k_names_groups(model):
     with pytest.raises(ValueError, match=r"--unfreeze_top_k 9 is out of range: this backbone has 7 layer groups"):
         plan_tuning(model.backbone, [model.classifier], "partial", 1e-4, 1e-3, 0.0, unfreeze_top_k=9)
+
+
+def test_objective_parts_get_their_own_learning_rate_group(model):
+    from tltext.objectives.dann import DomainAdversarialLoss
+
+    disc = DomainAdversarialLoss(model.feature_dim)
+    plan = plan_tuning(model.backbone, [model.classifier], "partial", 5e-5, 5e-5, 0.01, unfreeze_top_k=1,
+                       objective_modules=[disc], objective_lr=5e-4)
+    groups = {}
+    for g in plan.param_groups:
+        groups.setdefault(g["name"], set()).update(id(p) for p in g["params"])
+        assert g["lr"] == pytest.approx({"objective": 5e-4}.get(g["name"], 5e-5))
+    assert groups["objective"] == {id(p) for p in disc.parameters()}
+    assert groups["head"] == {id(p) for p in model.classifier.parameters()}
+    # no objective_lr: the objective's parts learn at the head's rate
+    plan = plan_tuning(model.backbone, [model.classifier], "partial", 5e-5, 1e-3, 0.0, objective_modules=[disc])
+    assert {g["lr"] for g in plan.param_groups if g["name"] == "objective"} == {1e-3}

@@ -104,7 +104,8 @@ class TrainArguments:
     overwrite_output_dir: bool = field(default=False)
     seed: int = field(default=42)
     learning_rate: Optional[float] = field(default=None, metadata={"help": "Default 1e-3 for frozen, 5e-5 otherwise."})
-    head_learning_rate: Optional[float] = field(default=None, metadata={"help": "Head/adapter/discriminator lr (default: lr if frozen, 10x lr otherwise)."})
+    head_learning_rate: Optional[float] = field(default=None, metadata={"help": "Head/adapter/discriminator lr (default: lr if frozen, 10x lr otherwise; an LP-FT head takes "
+                                    "--learning_rate, the objective's own new parts such as a discriminator keep 10x)."})
     num_train_epochs: float = field(default=3.0)
     head_init: str = field(default="probe", metadata={"help": "partial/full with cross-entropy: 'probe' starts the head "
                            "from the linear probe on the pretrained embeddings (LP-FT, Kumar et al. 2022; head lr = "

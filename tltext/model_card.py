@@ -275,9 +275,11 @@ def _hyperparameters(res: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
         a["adapter_dim"] = config["adapter_dim"]
     tr = res.get("training") or {}
     if a.get("learning_rate") is None and "learning_rate" in a:
+        objective_lr = (f", objective's own parts {tr['objective_learning_rate']:g}"
+                        if tr.get("objective_learning_rate") is not None else "")
         a["learning_rate"] = (f"{tr['learning_rate']:g} (default for this tuning; head "
-                              f"{tr.get('head_learning_rate', tr['learning_rate']):g})" if tr.get("learning_rate")
-                              else "tltext default for this tuning")
+                              f"{tr.get('head_learning_rate', tr['learning_rate']):g}{objective_lr})"
+                              if tr.get("learning_rate") else "tltext default for this tuning")
     lines = ["| setting | value |", "| --- | --- |"]
     objective_keys = {o for n in objectives.names() for o in objectives.get(n).options}
     opts = objective_options(res)

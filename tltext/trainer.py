@@ -337,15 +337,21 @@ class Trainer:
         objective = objectives.ObjectiveSet(m.objective, setup, m.da_weight, class_weights).to(self.acc.device)
         lr = t.learning_rate or (1e-3 if cached else 5e-5)
         head_lr = t.head_learning_rate or (lr if cached else 10 * lr)
-        self._learning_rates = {"learning_rate": lr, "head_learning_rate": head_lr}  # as used (results.json)
-        head_modules = [model.adapter] + ([model.classifier] if objective.use_ce else []) + [objective]
+        head_modules = [model.adapter] + ([model.classifier] if objective.use_ce else [])
         if not objectives.trains_classifier(m.objective):
             model.classifier.requires_grad_(False)
+        # the objective's own parts (a discriminator, an MLM head) start random: they keep the
+        # random-head rate even when LP-FT lowers the classifier's to the encoder's
+        objective_lr = head_lr
         if self._probe_init(m, model, objective):  # LP-FT: start fine-tuning from the converged linear probe
             self._init_head_from_probe(model, backbone)
             head_lr = t.head_learning_rate or lr
+        self._learning_rates = {"learning_rate": lr, "head_learning_rate": head_lr}  # as used (results.json)
+        if any(p.requires_grad for p in objective.parameters()):
+            self._learning_rates["objective_learning_rate"] = objective_lr
         plan = plan_tuning(backbone, head_modules, m.tuning, lr, head_lr, t.weight_decay, m.unfreeze_top_k,
-                           m.layerwise_lr_decay, m.gradual_unfreeze)
+                           m.layerwise_lr_decay, m.gradual_unfreeze, objective_modules=[objective],
+                           objective_lr=objective_lr)
         return model, objective, plan, inputs
 
     def _probe_init(self, m: ModelArguments, model, objective) -> bool:

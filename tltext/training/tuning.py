@@ -61,8 +61,13 @@ class TuningPlan:
 
 def plan_tuning(backbone: Backbone, head_modules: Sequence[nn.Module], tuning: str, lr: float, head_lr: float,
                 weight_decay: float, unfreeze_top_k: int = 2, layerwise_lr_decay: float = 1.0,
-                gradual_unfreeze: bool = False) -> TuningPlan:
-    """Freeze the backbone as asked and build AdamW parameter groups."""
+                gradual_unfreeze: bool = False, objective_modules: Sequence[nn.Module] = (),
+                objective_lr: Optional[float] = None) -> TuningPlan:
+    """Freeze the backbone as asked and build AdamW parameter groups: the trained layer
+    groups (``lr``, times ``layerwise_lr_decay`` per group below the top), ``head_modules``
+    (``head_lr``, group "head") and ``objective_modules``, the objective's own randomly
+    initialised parts such as DANN's discriminator (``objective_lr``, default ``head_lr``,
+    group "objective")."""
     groups = backbone.layer_groups()
     n = len(groups)
     if tuning == "frozen":
@@ -96,10 +101,12 @@ def plan_tuning(backbone: Backbone, head_modules: Sequence[nn.Module], tuning: s
         for ps, wd in ((decay, weight_decay), (no_decay, 0.0)):
             if ps:
                 param_groups.append({"params": ps, "lr": glr, "weight_decay": wd, "name": g.name})
-    head_named = [(n_, p) for m in head_modules for n_, p in m.named_parameters() if p.requires_grad]
-    decay, no_decay = _split_decay(head_named)
-    for ps, wd in ((decay, weight_decay), (no_decay, 0.0)):
-        if ps:
-            param_groups.append({"params": ps, "lr": head_lr, "weight_decay": wd, "name": "head"})
+    for name, modules, glr in (("head", head_modules, head_lr),
+                               ("objective", objective_modules, head_lr if objective_lr is None else objective_lr)):
+        named = [(n_, p) for m in modules for n_, p in m.named_parameters() if p.requires_grad]
+        decay, no_decay = _split_decay(named)
+        for ps, wd in ((decay, weight_decay), (no_decay, 0.0)):
+            if ps:
+                param_groups.append({"params": ps, "lr": glr, "weight_decay": wd, "name": name})
     plan.param_groups = param_groups
     return plan
