@@ -2,7 +2,7 @@
 """tltext with default flags vs the plain tool for each tuning, same data, same run.
 
     python benchmarks/defaults.py [--tasks sst2_1k sst2_5k amazon_b2k] [--tunings frozen partial full]
-                                  [--seeds 1 2 3] [--sides tltext peer]
+                                  [--seeds 1 2 3] [--sides tltext peer tltext_bf16]
 
 Rows (all-MiniLM-L6-v2, the offline package):
 
@@ -14,6 +14,9 @@ Rows (all-MiniLM-L6-v2, the offline package):
   no warmup, dynamic padding) on the same training examples.
 * partial: ``--tuning partial`` (top 2 layer groups) vs the same ``Trainer`` with the
   same layers frozen (embeddings and all but the top 2 transformer layers).
+
+The ``tltext_bf16`` side is the ``tltext`` run plus ``--mixed_precision bf16`` (the bf16
+accuracy check: same seeds, same draws; its own table, paired with the fp32 run).
 
 Tasks: ``sst2_1k`` / ``sst2_5k``: 1,000 / 5,000 SST-2 training sentences (tltext's
 ``--max_train_samples`` draw by seed; tltext holds 10 % of them out for selection, the
@@ -161,14 +164,17 @@ def run_one(side: str, task: str, tuning: str, seed: int, root: str) -> Dict:
     os.makedirs(out, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
-    if side == "tltext":
+    if side in ("tltext", "tltext_bf16"):
         cmd = tltext_cmd(task, tuning, seed, os.path.join(out, "run"))
+        cmd += ["--mixed_precision", "bf16"] if side == "tltext_bf16" else []
         rc = subprocess.call(cmd, stdout=open(out + ".log", "w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         if rc:
             raise RuntimeError(f"{cmd}: exit {rc}; see {out}.log")
         r = json.load(open(os.path.join(out, "run", "results.json")))
         row = {"accuracy": r["test"]["accuracy"], "train_seconds": r["timing"]["train_seconds"],
-               "settings": "tltext defaults: " + " ".join(cmd[cmd.index("--tuning"):cmd.index("--tuning") + 2]),
+               "settings": "tltext defaults: " + " ".join(cmd[cmd.index("--tuning"):cmd.index("--tuning") + 2])
+                           + (" --mixed_precision bf16" if side == "tltext_bf16" else ""),
+               "precision_ran": r["training"]["precision"],
                "head": r["training"].get("head") or r["training"].get("head_init"),
                "optimizer_steps": r["training"]["optimizer_steps"]}
     else:
@@ -199,6 +205,19 @@ def table(rows: List[Dict]) -> str:
         lines.append(f"| {task} | {tuning} | {fmt(cell['tltext'])} | {fmt(cell['peer'])} | {diff} | "
                      f"{len(cell['tltext'])}/{len(cell['peer'])} |")
     return "\n".join(lines)
+
+
+def bf16_table(rows: List[Dict]) -> str:
+    """fp32 vs bf16 tltext runs paired by (task, tuning, seed): the bf16 accuracy check."""
+    by = {(r["side"], r["task"], r["tuning"], r["seed"]): r for r in rows}
+    lines = ["| task | tuning | seed | fp32 (%) | bf16 (%) | bf16 - fp32 | train s fp32 / bf16 |", "|---|---|---|---|---|---|---|"]
+    for (side, task, tuning, seed), b in sorted(by.items()):
+        f = by.get(("tltext", task, tuning, seed))
+        if side != "tltext_bf16" or f is None:
+            continue
+        lines.append(f"| {task} | {tuning} | {seed} | {100 * f['accuracy']:.2f} | {100 * b['accuracy']:.2f} | "
+                     f"{100 * (b['accuracy'] - f['accuracy']):+.2f} | {f['train_seconds']:.0f} / {b['train_seconds']:.0f} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def main() -> int:
@@ -233,11 +252,14 @@ def main() -> int:
     merged.update({key(r): r for r in rows})
     allrows = sorted(merged.values(), key=key)
     for name, text in (("defaults.json", json.dumps({"doc": __doc__, "rows": allrows}, indent=1)),
-                       ("defaults.md", table(allrows) + "\n")):
+                       ("defaults.md", table([r for r in allrows if r["side"] != "tltext_bf16"]) + "\n"
+                        + (f"\nbf16 accuracy check (tltext defaults plus --mixed_precision bf16, same seeds):\n\n"
+                           f"{bf16_table(allrows)}\n" if bf16_table(allrows) else ""))):
         with open(os.path.join(res_dir, name + ".tmp"), "w") as f:
             f.write(text)
         os.replace(os.path.join(res_dir, name + ".tmp"), os.path.join(res_dir, name))
-    print(table(allrows))
+    print(table([r for r in allrows if r["side"] != "tltext_bf16"]))
+    print(bf16_table(allrows))
     return 0
 
 

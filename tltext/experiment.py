@@ -145,6 +145,15 @@ def stratified_split(labels: List[int], pct: float, seed: int):
     return sorted(tr.tolist()), sorted(va.tolist()), info
 
 
+def held_out_validation(labels: List[int], pct: float, seed: int, source: str):
+    """``(train_idx, val_idx, info, description)``: :func:`stratified_split` plus the held-out
+    split's description for the summary ("FILE (10% held out, stratified, seed 42)", or
+    "NOT stratified: REASON")."""
+    tr, va, info = stratified_split(labels, pct, seed)
+    how = "stratified" if info["stratified"] else f"NOT stratified: {info['reason']}"
+    return tr, va, info, f"{source} ({pct:g}% held out, {how}, seed {seed})"
+
+
 def _validation_file(modality: str, d: DataArguments, label2id: Dict[str, int], sr) -> Split:
     val = load_examples(modality, d.validation_file, d, True, d.validation_filter, sr)
     return Split(val.inputs, encode_labels(val.labels, label2id, d.validation_file, d.label_column),
@@ -177,12 +186,10 @@ def load_splits(modality: str, m: ModelArguments, d: DataArguments, t: TrainArgu
             splits["validation"] = _validation_file(modality, d, label2id, sr)
         elif d.validation_split_percentage > 0 and not d.shots_per_class:
             sub = [y[i] for i in idx]
-            tr, va, info = stratified_split(sub, d.validation_split_percentage, t.seed)
+            tr, va, info, source = held_out_validation(sub, d.validation_split_percentage, t.seed, d.train_file)
             val_idx = [idx[i] for i in va]
             idx = [idx[i] for i in tr]
-            how = "stratified" if info["stratified"] else f"NOT stratified: {info['reason']}"
-            splits["validation"] = Split([train.inputs[i] for i in val_idx], [y[i] for i in val_idx],
-                                         f"{d.train_file} ({d.validation_split_percentage:g}% held out, {how}, seed {t.seed})",
+            splits["validation"] = Split([train.inputs[i] for i in val_idx], [y[i] for i in val_idx], source,
                                          pool=None if whole is None else (whole, val_idx), info=info)
         splits["train"] = Split([train.inputs[i] for i in idx], [y[i] for i in idx], d.train_file,
                                 pool=None if whole is None else (whole, idx))

@@ -288,15 +288,13 @@ class Trainer:
     def _hold_out_validation(self, train: Split) -> Split:
         """Stratified ``validation_split_percentage`` % of ``train`` as the validation split
         (none under ``shots_per_class`` or a 0 percentage); returns the remaining train split."""
-        from .experiment import stratified_split
+        from .experiment import held_out_validation
 
         pct = self.d.validation_split_percentage
         if not pct or self.d.shots_per_class or len(train.labels) < 2:
             return train
-        tr, va, info = stratified_split(list(train.labels), pct, self.t.seed)
-        how = "stratified" if info["stratified"] else f"NOT stratified: {info['reason']}"
-        self.splits["validation"] = Split([train.inputs[i] for i in va], [train.labels[i] for i in va],
-                                          f"{train.source} ({pct:g}% held out, {how}, seed {self.t.seed})", info=info)
+        tr, va, info, source = held_out_validation(list(train.labels), pct, self.t.seed, train.source)
+        self.splits["validation"] = Split([train.inputs[i] for i in va], [train.labels[i] for i in va], source, info=info)
         return Split([train.inputs[i] for i in tr], [train.labels[i] for i in tr], train.source, info=train.info)
 
     @property
