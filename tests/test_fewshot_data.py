@@ -52,3 +52,15 @@ def test_bad_input():
         sample_k_shot(["a", None, "b"], 1, seed=0)
     with pytest.raises(DataError, match="must be >= 1"):
         sample_k_shot(LABELS, 0, seed=0)
+
+
+def test_held_out_validation_says_whether_it_was_stratified():
+    from tltext.experiment import held_out_validation
+
+    labels = [0] * 10 + [1] * 10
+    tr, va, info, desc = held_out_validation(labels, 10, 3, "train.jsonl")
+    assert sorted(tr + va) == list(range(20)) and sorted(labels[i] for i in va) == [0, 1]
+    assert info["stratified"] and desc == "train.jsonl (10% held out, stratified, seed 3)"
+    tr, va, info, desc = held_out_validation(labels + [2], 10, 3, "train.jsonl")
+    assert not info["stratified"]
+    assert desc == "train.jsonl (10% held out, NOT stratified: class id(s) [2] have a single example, seed 3)"
