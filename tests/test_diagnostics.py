@@ -131,6 +131,13 @@ def test_diagnose_cli_writes_diagnosis(domains, tiny_bert_dir, tmp_path, capsys)
     assert dx["recommendation"]["flags"] == expected.flags
     table = capsys.readouterr().out
     assert "proxy A-distance" in table and expected.flags in table
+    # 12 per domain: the A-distance comes with its standard error and a warning that it is rough
+    a_line = next(l for l in table.splitlines() if "proxy A-distance" in l)
+    e = dx["domain_classifier_error"]
+    p = e if 0 < e < 1 else 0.5 / 24  # 24 held-out predictions in all
+    se = 4 * (p * (1 - p) / 24) ** 0.5
+    assert dx["a_distance_standard_error"] == pytest.approx(se)
+    assert f"+- {se:.2f} s.e.; few examples: a rough estimate" in a_line
     saved = json.loads((tmp_path / "out" / "diagnosis.json").read_text())
     mmd_line = next(l for l in table.splitlines() if "MK-MMD^2" in l)
     assert f"{saved['mmd2']:+.4f}" in mmd_line

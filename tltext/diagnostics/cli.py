@@ -7,6 +7,7 @@ table of :mod:`tltext.diagnostics.recommend`. Writes OUT/diagnosis.json."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -105,6 +106,7 @@ def diagnose(a: argparse.Namespace) -> Dict[str, Any]:
         "a_distance": a_distance_from_error(e["error"]),
         "domain_classifier_error": e["error"],
         "a_distance_n_per_domain": e["n_per_domain"],
+        "a_distance_standard_error": a_distance_standard_error(e["error"], e["n_per_domain"]),
         "mmd2": mmd,
         "mmd2_n_per_domain": min(len(src), len(tgt), a.mmd_samples) if a.mmd_samples else None,
         "labels_per_class": dict(sorted(counts.items())),
@@ -122,6 +124,16 @@ def diagnose(a: argparse.Namespace) -> Dict[str, Any]:
     return out
 
 
+def a_distance_standard_error(error: float, n_per_domain: int) -> float:
+    """Binomial standard error of the proxy A-distance ``2 (1 - 2 err)`` when ``err`` is a
+    held-out error rate over ``2 n_per_domain`` examples: ``4 sqrt(err (1 - err) / (2 n))``
+    (0.5 as ``err`` in the variance when ``err`` is 0, so a perfect split still reports its
+    sampling uncertainty)."""
+    n = max(1, 2 * int(n_per_domain))
+    p = float(error) if 0.0 < error < 1.0 else 0.5 / n
+    return 4.0 * math.sqrt(p * (1.0 - p) / n)
+
+
 def format_table(dx: Dict[str, Any]) -> str:
     rec = dx["recommendation"]
     per_class = ", ".join(f"{k} {v}" for k, v in list(dx["labels_per_class"].items())[:8])
@@ -133,7 +145,9 @@ def format_table(dx: Dict[str, Any]) -> str:
         f"  target  {dx['target_file']}  ({dx['num_examples']['target']} examples)",
         "",
         f"  {'proxy A-distance':<26}{dx['a_distance']:.3f}   (0 = same, 2 = separable; domain classifier error "
-        f"{dx['domain_classifier_error']:.3f}, 5-fold, {dx['a_distance_n_per_domain']} per domain)",
+        f"{dx['domain_classifier_error']:.3f}, 5-fold, {dx['a_distance_n_per_domain']} per domain; "
+        f"+- {dx['a_distance_standard_error']:.2f} s.e." + ("; few examples: a rough estimate" if
+                                                          dx["a_distance_n_per_domain"] < 100 else "") + ")",
         f"  {'MK-MMD^2':<26}{dx['mmd2']:+.4f}  ({dx['mmd2_n_per_domain']} per domain"
         + ("; unbiased estimate: below 0 means no detectable gap)" if dx["mmd2"] < 0 else ")"),
         f"  {'labelled source / class':<26}min {dx['min_labels_per_class']}  ({per_class})",
