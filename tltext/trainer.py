@@ -69,6 +69,16 @@ class PredictionOutput:
     labels: List[str]
 
 
+
+def _probe_c_choice(probe) -> str:
+    """How the probe's C was chosen, for results.json and the summary."""
+    if not probe.grid:
+        return "(C = 1: no validation split and too few examples per class to cross-validate)"
+    grid = ", ".join(probe.grid)
+    if probe.cv_folds:
+        return f"chosen from {grid} by {probe.cv_folds}-fold stratified cross-validation on the training split"
+    return f"chosen from {grid} on the source validation split"
+
 class TrainerCallback:
     """A post-run step: ``on_train_end(result, artifacts)`` (may add warnings/extra)."""
 
@@ -376,7 +386,7 @@ class Trainer:
         backbone.train(was_training)
         encoder = "pretrained" if getattr(backbone, "pretrained_weights_loaded", True) else "randomly initialised"
         self._head_init = (f"linear probe on the {encoder} encoder (LP-FT, Kumar et al. 2022; scikit-learn "
-                           f"LogisticRegression, C={probe.C:g})")
+                           f"LogisticRegression, C={probe.C:g} {_probe_c_choice(probe)})")
 
     def _install_head(self, model, objective, inputs) -> None:
         """Objectives that compute the head from features (prototypes) set it here."""
@@ -456,8 +466,9 @@ class Trainer:
             model.classifier.bias.copy_(probe.bias)
         seconds = time.perf_counter() - t0
         self._probe = probe
-        rec = {"epoch": 0, "step": 0, "probe_C": probe.C, **{f"val_metric@C={c}": v for c, v in probe.grid.items()}}
-        if probe.grid:
+        where = "cv_metric" if probe.cv_folds else "val_metric"
+        rec = {"epoch": 0, "step": 0, "probe_C": probe.C, **{f"{where}@C={c}": v for c, v in probe.grid.items()}}
+        if probe.grid and not probe.cv_folds:
             rec["val_metric"] = probe.grid[f"{probe.C:g}"]
         return FitResult(train_seconds=seconds, train_samples_per_second=len(inputs["train"]) / max(seconds, 1e-9),
                          best_epoch=0, best_score=rec.get("val_metric"), history=[rec],
@@ -646,14 +657,16 @@ class Trainer:
         if probe is not None:
             training.update(global_batch_size=None, optimizer_steps=None, steps_per_epoch=None,
                             fit="full batch (scikit-learn lbfgs); no engine steps")
-            training["head"] = (f"linear probe: scikit-learn LogisticRegression (lbfgs, L2, C={probe.C:g} chosen from "
-                                f"{', '.join(probe.grid) or '1 (no validation split)'} on the source validation split"
+            training["head"] = (f"linear probe: scikit-learn LogisticRegression (lbfgs, L2, C={probe.C:g} "
+                                + _probe_c_choice(probe)
                                 + (", then refitted on training + validation" if probe.refit else "")
                                 + "), fitted to convergence; --learning_rate/--num_train_epochs do not apply")
             if probe.max_iter_reached:
                 self._warnings.append("linear probe: lbfgs stopped at max_iter before converging")
-            selection = ("source validation split (C of the logistic-regression probe)" if probe.grid
-                         else "none (C = 1, no validation split)")
+            selection = ("none (C = 1, no validation split)" if not probe.grid else
+                         f"{probe.cv_folds}-fold stratified cross-validation on the training split (C of the "
+                         "logistic-regression probe)" if probe.cv_folds else
+                         "source validation split (C of the logistic-regression probe)")
         res = RunResult(
             modality=self.modality, objective=m.objective, tuning=m.tuning, base_model=self.base_model,
             selection=selection, oracle=bool(t.oracle_selection), objective_terms=objectives.describe(m.objective),

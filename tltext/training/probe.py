@@ -4,7 +4,8 @@ Over cached embeddings a linear head is a convex problem, so tltext solves it th
 way scikit-learn does instead of running SGD epochs: an L2-regularised multinomial
 logistic regression (``sklearn.linear_model.LogisticRegression``, lbfgs, to
 convergence), with C chosen from ``C_GRID`` on the labelled source validation split
-(no target labels). The result does not depend on the batch size or the number of
+(no target labels), or, without one (a K-shot support set), by stratified k-fold
+cross-validation on the training examples, as ``LogisticRegressionCV`` does. The result does not depend on the batch size or the number of
 processes (every process fits the same data deterministically)."""
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class ProbeFit:
     grid: Dict[str, float] = field(default_factory=dict)
     max_iter_reached: bool = False
     refit: bool = False
+    cv_folds: int = 0  # > 0: C was chosen by stratified cross-validation on the training examples
 
 
 def _fit(x: np.ndarray, y: np.ndarray, C: float, num_classes: int, class_weight, seed: int):
@@ -48,29 +50,61 @@ def _fit(x: np.ndarray, y: np.ndarray, C: float, num_classes: int, class_weight,
 
 def fit_linear_probe(x: torch.Tensor, y: Sequence[int], num_classes: int, val_x: Optional[torch.Tensor] = None,
                      val_y: Optional[Sequence[int]] = None, score=None, class_weight: Optional[str] = None,
-                     seed: int = 0, grid: Sequence[float] = C_GRID, refit: bool = False) -> ProbeFit:
+                     seed: int = 0, grid: Sequence[float] = C_GRID, refit: bool = False,
+                     cv_folds: int = 5) -> ProbeFit:
     """Fit the head on ``x`` ``[N, H]`` / ``y`` ``[N]``; with a validation split, C is the
     grid value whose head scores best by ``score(logits [M, C], val_y) -> float`` (ties:
-    the smaller C), else C = 1 (scikit-learn's default). ``refit``: once C is chosen, fit
-    again on the training and validation examples together (as ``LogisticRegressionCV``
-    refits on all folds), so no labelled example is left unused."""
+    the smaller C). Without one, C is chosen by stratified ``min(cv_folds, rarest class
+    count)``-fold cross-validation on the training examples (mean ``score``, accuracy when
+    ``score`` is None; shuffled by ``seed``) and the head is fitted on all of them, as
+    ``sklearn.linear_model.LogisticRegressionCV`` does; C = 1 (scikit-learn's default) when
+    ``cv_folds`` < 2 or a class has a single example. ``refit``: once C is chosen on the
+    validation split, fit again on the training and validation examples together, so no
+    labelled example is left unused."""
     xn, yn = x.double().numpy(), np.asarray(y)
     cw = "balanced" if class_weight == "balanced" else None
-    results: List = []
+    if score is None:
+        score = _accuracy
     if val_x is None or val_y is None:
-        grid = (1.0,)
+        folds = _cv_folds(yn, cv_folds)
+        if folds < 2 or len(grid) < 2:
+            w, b, capped = _fit(xn, yn, 1.0, num_classes, cw, seed)
+            return ProbeFit(torch.tensor(w, dtype=torch.float32), torch.tensor(b, dtype=torch.float32), 1.0, {}, capped)
+        cv = {C: _cv_score(xn, yn, C, num_classes, cw, seed, folds, score) for C in grid}
+        C = max(grid, key=lambda c: (cv[c], -c))
+        w, b, capped = _fit(xn, yn, C, num_classes, cw, seed)
+        return ProbeFit(torch.tensor(w, dtype=torch.float32), torch.tensor(b, dtype=torch.float32), C,
+                        {f"{c:g}": v for c, v in cv.items()}, capped, cv_folds=folds)
+    results: List = []
     for C in grid:
         w, b, capped = _fit(xn, yn, C, num_classes, cw, seed)
-        s = None
-        if val_x is not None and val_y is not None:
-            logits = torch.from_numpy(val_x.double().numpy() @ w.T + b)
-            s = float(score(logits, val_y))
-        results.append((C, w, b, s, capped))
-    best = max(results, key=lambda r: (r[3] if r[3] is not None else 0.0, -r[0]))
-    C, w, b, _, capped = best
-    if refit and val_x is not None and val_y is not None:  # C chosen: fit on every labelled example
+        logits = torch.from_numpy(val_x.double().numpy() @ w.T + b)
+        results.append((C, w, b, float(score(logits, val_y)), capped))
+    C, w, b, _, capped = max(results, key=lambda r: (r[3], -r[0]))
+    if refit:  # C chosen: fit on every labelled example
         xa = np.concatenate([xn, val_x.double().numpy()])
         w, b, capped = _fit(xa, np.concatenate([yn, np.asarray(val_y)]), C, num_classes, cw, seed)
     return ProbeFit(torch.tensor(w, dtype=torch.float32), torch.tensor(b, dtype=torch.float32), C,
-                    {f"{r[0]:g}": r[3] for r in results if r[3] is not None}, capped,
-                    bool(refit and val_x is not None and val_y is not None))
+                    {f"{r[0]:g}": r[3] for r in results}, capped, bool(refit))
+
+
+def _accuracy(logits: torch.Tensor, labels: Sequence[int]) -> float:
+    return float((logits.argmax(-1).numpy() == np.asarray(labels)).mean())
+
+
+def _cv_folds(y: np.ndarray, cv_folds: int) -> int:
+    """Folds of the stratified cross-validation: ``min(cv_folds, rarest class count)``."""
+    counts = np.bincount(y)
+    return int(min(cv_folds, counts[counts > 0].min())) if len(y) else 0
+
+
+def _cv_score(x: np.ndarray, y: np.ndarray, C: float, num_classes: int, class_weight, seed: int, folds: int,
+              score) -> float:
+    """Mean held-out ``score`` of the C-regularised head over stratified ``folds``-fold CV."""
+    from sklearn.model_selection import StratifiedKFold
+
+    scores = []
+    for tr, va in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y):
+        w, b, _ = _fit(x[tr], y[tr], C, num_classes, class_weight, seed)
+        scores.append(float(score(torch.from_numpy(x[va] @ w.T + b), y[va].tolist())))
+    return float(np.mean(scores))

@@ -1,0 +1,63 @@
+"""The linear probe's choice of C: on the validation split when there is one, else by
+stratified cross-validation on the training examples, as scikit-learn's own CV search."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tltext.training.probe import C_GRID, fit_linear_probe
+
+
+def _blobs(n_per_class=6, classes=4, dim=16, seed=0, spread=2.5):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(classes, dim))
+    x = np.concatenate([c + spread * rng.normal(size=(n_per_class, dim)) for c in centers])
+    y = np.repeat(np.arange(classes), n_per_class)
+    return torch.tensor(x, dtype=torch.float32), y
+
+
+def test_no_validation_split_chooses_c_as_sklearn_grid_search_cv_does():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    x, y = _blobs()
+    probe = fit_linear_probe(x, y.tolist(), 4, seed=3)
+    assert probe.cv_folds == 5 and set(probe.grid) == {f"{c:g}" for c in C_GRID}
+    gs = GridSearchCV(LogisticRegression(max_iter=5000, random_state=3), {"C": list(C_GRID)},
+                      cv=StratifiedKFold(n_splits=5, shuffle=True, random_state=3), scoring="accuracy").fit(
+        x.double().numpy(), y)
+    for c, mean in zip(gs.cv_results_["param_C"], gs.cv_results_["mean_test_score"]):
+        assert probe.grid[f"{c:g}"] == pytest.approx(mean)
+    best = max(C_GRID, key=lambda c: (probe.grid[f"{c:g}"], -c))  # ties: the smaller C
+    assert probe.C == best
+    # and the head is then fitted on every training example with that C
+    ref = LogisticRegression(C=best, max_iter=5000, random_state=3).fit(x.double().numpy(), y)
+    np.testing.assert_allclose(probe.weight.numpy(), ref.coef_, rtol=1e-3, atol=1e-3)
+
+
+def test_folds_follow_the_rarest_class_and_one_example_falls_back_to_c_1():
+    x, y = _blobs(n_per_class=3)
+    assert fit_linear_probe(x, y.tolist(), 4).cv_folds == 3
+    y1 = y.copy()
+    y1[0] = 3  # class 0 keeps 2 examples
+    assert fit_linear_probe(x, y1.tolist(), 4).cv_folds == 2
+    x2, y2 = torch.cat([x, x[:1]]), np.concatenate([y, [4]])  # class 4: a single example
+    p = fit_linear_probe(x2, y2.tolist(), 5)
+    assert (p.C, p.cv_folds, p.grid) == (1.0, 0, {})
+    assert fit_linear_probe(x, y.tolist(), 4, cv_folds=0).C == 1.0
+
+
+def test_k_shot_frozen_run_says_c_came_from_cross_validation(tiny_bert_dir, tmp_path, one_thread):
+    from tltext.experiment import parse_and_run
+
+    rows = [{"text": f"{w} number {i}", "label": w} for w in ("alpha", "beta", "gamma") for i in range(6)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = parse_and_run("text", ["--model_name_or_path", tiny_bert_dir, "--train_file", str(path),
+                                 "--test_file", str(path), "--shots_per_class", "4", "--tuning", "frozen",
+                                 "--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "c"),
+                                 "--disable_tqdm", "--report", "False"])
+    assert "by 4-fold stratified cross-validation on the training split" in res["training"]["head"]
+    assert res["selection"].startswith("4-fold stratified cross-validation")
+    assert any(k.startswith("cv_metric@C=") for k in res["history"][0]) and "val_metric" not in res["history"][0]
