@@ -54,8 +54,8 @@ def test_mmd_same_near_zero_shifted_positive(gauss):
 
 
 @pytest.mark.parametrize("per_class,a_dist,target,tuning,objective", [
-    ({"a": 5, "b": 40}, 1.9, True, "frozen", "prototypes"),          # few labels win over the gap
-    ({"a": FEW_SHOT_PER_CLASS, "b": 50}, 0.2, True, "frozen", "prototypes"),
+    ({"a": 5, "b": 40}, 1.9, True, "frozen", "erm"),                 # few labels win over the gap: a probe
+    ({"a": FEW_SHOT_PER_CLASS, "b": 50}, 0.2, True, "frozen", "erm"),
     ({"a": 50, "b": 60}, 1.8, True, "frozen", "dann"),               # large gap, little data
     ({"a": 500, "b": 600}, LARGE_GAP_A_DISTANCE, True, "partial", "dann"),  # large gap, more data
     ({"a": 50, "b": 60}, 1.8, False, "partial", "erm"),              # large gap but no target to align with
@@ -65,7 +65,8 @@ def test_mmd_same_near_zero_shifted_positive(gauss):
     ({"a": LARGE_DATA_PER_CLASS, "b": 3000}, 1.2, True, "full", "erm"),    # lots of data
 ])
 def test_recommendation_follows_the_table(per_class, a_dist, target, tuning, objective):
-    r = recommend(per_class, a_dist, has_unlabelled_target=target, evidence=[])  # no measurements: the rules
+    r = recommend(per_class, a_dist, has_unlabelled_target=target, evidence=[],
+                  few_shot_evidence=[])  # no measurements: the rules
     assert (r.tuning, r.objective) == (tuning, objective), r.reasons
     assert r.reasons and r.flags == f"--tuning {tuning} --objective {objective}"
     assert r.to_dict()["flags"] == r.flags
@@ -89,6 +90,28 @@ def test_large_gap_recommendation_follows_the_measurements():
     assert shipped.objective != "dann" and "benchmarks/results" in shipped.reasons[1]
     assert shipped.flags == "--tuning full --objective self_training"  # the best measured row (quality_amazon)
     assert all(e.measurement for e in load_evidence())
+
+
+def test_few_shot_recommendation_follows_the_measurements():
+    from tltext.diagnostics.recommend import FewShotEvidence, load_few_shot_evidence
+
+    ev = [FewShotEvidence("text", "--tuning full --objective contrastive", 85.2, 10, "fewshot.md K=10"),
+          FewShotEvidence("text", "--tuning frozen --objective erm", 84.4, 10, "fewshot.md K=10"),
+          FewShotEvidence("text", "--tuning frozen --objective erm", 77.9, 5, "fewshot.md K=5"),
+          FewShotEvidence("text", "--tuning full --objective contrastive", 77.8, 5, "fewshot.md K=5")]
+    r = recommend({"a": 10, "b": 10}, 0.5, few_shot_evidence=ev)
+    assert r.flags == "--tuning full --objective contrastive" and "85.2 % at K=10; fewshot.md K=10" in r.reasons[1]
+    assert r.alternatives == ["--tuning frozen --objective erm (84.4 % measured at K=10)"]
+    # 4 labels per class: the nearest measured K is 5, where the probe measured best
+    assert recommend({"a": 4, "b": 9}, 0.5, few_shot_evidence=ev).flags == "--tuning frozen --objective erm"
+    # no measurement for this modality: the rule (a probe)
+    r = recommend({"a": 4, "b": 9}, 1.9, modality="speech", few_shot_evidence=ev)
+    assert r.flags == "--tuning frozen --objective erm" and "no speech measurement" in r.reasons[0]
+    assert "domain gap is large" in r.reasons[-1]
+    # the shipped file: BANKING77 at K = 10 recommends contrastive fine-tuning, and names the measurement
+    shipped = recommend({"a": 10, "b": 12}, 0.5)
+    assert shipped.flags == "--tuning full --objective contrastive" and "fewshot.md" in shipped.reasons[1]
+    assert all(e.measurement and e.modality == "text" for e in load_few_shot_evidence())
 
 
 def test_recommendation_needs_counts():
