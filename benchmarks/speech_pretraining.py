@@ -187,8 +187,10 @@ def main(argv=None) -> int:
         return 2
     load0, w0 = os.getloadavg()[0], time.perf_counter()
     s0 = stage0(a, fsdd)
-    without = stage1(a, fsdd, "stage1_random", ["--model_config", a.model_config])
-    with_ = stage1(a, fsdd, "stage1_pretrained", ["--model_name_or_path", str(Path(a.work).resolve() / "stage0" / "model")])
+    # one stage-0 model serves every target speaker (it saw no labels); stage 1 is per target
+    without = stage1(a, fsdd, f"stage1_random-{a.target}", ["--model_config", a.model_config])
+    with_ = stage1(a, fsdd, f"stage1_pretrained-{a.target}",
+                   ["--model_name_or_path", str(Path(a.work).resolve() / "stage0" / "model")])
     mfcc_path = Path(a.results) / "speech_mfcc.json"
     mfcc = json.loads(mfcc_path.read_text()) if mfcc_path.exists() else None
     payload = {"benchmark": "speech_pretraining", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
