@@ -101,6 +101,7 @@ def test_few_shot_recommendation_follows_the_measurements():
           FewShotEvidence("text", "--tuning full --objective contrastive", 77.8, 5, "fewshot.md K=5")]
     r = recommend({"a": 10, "b": 10}, 0.5, few_shot_evidence=ev)
     assert r.flags == "--tuning full --objective contrastive" and "85.2 % at K=10; fewshot.md K=10" in r.reasons[1]
+    assert "not on your data" in r.reasons[1]
     assert r.alternatives == ["--tuning frozen --objective erm (84.4 % measured at K=10)"]
     # 4 labels per class: the nearest measured K is 5, where the probe measured best
     assert recommend({"a": 4, "b": 9}, 0.5, few_shot_evidence=ev).flags == "--tuning frozen --objective erm"
@@ -110,8 +111,21 @@ def test_few_shot_recommendation_follows_the_measurements():
     assert "domain gap is large" in r.reasons[-1]
     # the shipped file: BANKING77 at K = 10 recommends contrastive fine-tuning, and names the measurement
     shipped = recommend({"a": 10, "b": 12}, 0.5)
-    assert shipped.flags == "--tuning full --objective contrastive" and "fewshot.md" in shipped.reasons[1]
-    assert all(e.measurement and e.modality == "text" for e in load_few_shot_evidence())
+    assert shipped.flags == "--tuning full --objective contrastive" and "fewshot.json" in shipped.reasons[1]
+    assert all(e.measurement and e.modality == "text" and e.task for e in load_few_shot_evidence())
+    assert "on BANKING77" in shipped.reasons[1] and all("on BANKING77" in x for x in shipped.alternatives)
+
+
+def test_evidence_file_is_what_the_results_files_say():
+    """evidence.json is written by benchmarks/evidence.py from the results files: no hand-edited number."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "evidence.py"), "--check"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
 
 
 def test_recommendation_needs_counts():
@@ -160,7 +174,10 @@ def test_diagnose_cli_writes_diagnosis(domains, tiny_bert_dir, tmp_path, capsys)
     p = e if 0 < e < 1 else 0.5 / 24  # 24 held-out predictions in all
     se = 4 * (p * (1 - p) / 24) ** 0.5
     assert dx["a_distance_standard_error"] == pytest.approx(se)
-    assert f"+- {se:.2f} s.e.; few examples: a rough estimate" in a_line
+    assert f"A-distance +- {se:.2f} s.e.; few examples: a rough estimate" in a_line and dx["a_distance_rough"] is True
+    # a value within one s.e. of a threshold says the call is uncertain
+    near = [t for t in (SIMILAR_A_DISTANCE, LARGE_GAP_A_DISTANCE) if abs(dx["a_distance"] - t) < se]
+    assert any("uncertain: the A-distance" in r for r in dx["recommendation"]["reasons"]) == bool(near)
     saved = json.loads((tmp_path / "out" / "diagnosis.json").read_text())
     mmd_line = next(l for l in table.splitlines() if "MK-MMD^2" in l)
     assert f"{saved['mmd2']:+.4f}" in mmd_line

@@ -64,3 +64,5 @@ def test_held_out_validation_says_whether_it_was_stratified():
     tr, va, info, desc = held_out_validation(labels + [2], 10, 3, "train.jsonl")
     assert not info["stratified"]
     assert desc == "train.jsonl (10% held out, NOT stratified: class id(s) [2] have a single example, seed 3)"
+    _, _, info, desc = held_out_validation(labels + [2], 10, 3, "train.jsonl", names=["a", "b", "c"])
+    assert "NOT stratified: class(es) ['c'] have a single example" in desc

@@ -339,3 +339,30 @@ def test_card_of_a_run_whose_guard_kept_source_only_names_source_only():
     body = text.split("---\n", 2)[2]
     assert body.lstrip().startswith("# tltext-text-erm-frozen") and "| objective | erm |" in body and "| da_weight |" not in body
     assert "kept source_only" in body  # the guard's note names the adaptation that lost
+
+
+def test_card_hyperparameters_are_the_ones_that_ran():
+    """Explicit learning rates still show the head's and the objective parts' rates; the selection
+    row is what ran; a closed-form probe lists no optimiser settings and no 'selected epoch'."""
+    base = {"modality": "text", "objective": "dann", "tuning": "partial", "label_names": ["a", "b"],
+            "selection": "source validation split", "num_examples": {"train": 9}, "best_epoch": 1,
+            "training": {"learning_rate": 1e-4, "head_learning_rate": 1e-4, "objective_learning_rate": 1e-3},
+            "args": {"tuning": "partial", "objective": "dann", "learning_rate": 1e-4, "head_learning_rate": None,
+                     "num_train_epochs": 3.0, "selection": "source_validation", "train_file": "x.jsonl", "seed": 1}}
+    card = render_card(base, {"backbone": {"type": "text"}})
+    assert "| learning_rate | 0.0001 (head 0.0001, objective's own parts 0.001) |" in card
+    assert "| selection | source validation split |" in card and "| selected epoch | 1 |" in card
+    probe = {**base, "objective": "erm", "tuning": "frozen", "best_epoch": 0,
+             "selection": "4-fold stratified cross-validation on the training split (C of the logistic-regression probe)",
+             "num_examples": {"train": 9, "validation": 3, "fitted_on": 12},
+             "training": {"fit": "full batch (scikit-learn lbfgs); no engine steps", "head": "linear probe: ..."},
+             "args": {**base["args"], "objective": "erm", "tuning": "frozen"}}
+    card = render_card(probe, {"backbone": {"type": "text"}})
+    for row in ("| learning_rate |", "| num_train_epochs |", "| selected epoch |", "(epoch 0)"):
+        assert row not in card, row
+    assert "| selection | 4-fold stratified cross-validation on the training split" in card
+    assert "Trained on 12 labelled examples (the 9 training examples, then, once C was chosen on the validation " \
+           "split, refitted with its 3 examples too)" in card
+    no_val = {**base, "best_epoch": -1, "selection": "last epoch (no validation data)"}
+    card = render_card(no_val, {"backbone": {"type": "text"}})
+    assert "-1" not in card and "Model selection: last epoch (no validation data)." in card

@@ -60,4 +60,45 @@ def test_k_shot_frozen_run_says_c_came_from_cross_validation(tiny_bert_dir, tmp_
                                  "--disable_tqdm", "--report", "False"])
     assert "by 4-fold stratified cross-validation on the training split" in res["training"]["head"]
     assert res["selection"].startswith("4-fold stratified cross-validation")
-    assert any(k.startswith("cv_metric@C=") for k in res["history"][0]) and "val_metric" not in res["history"][0]
+    assert any(k.startswith("cv_accuracy@C=") for k in res["history"][0]) and "val_metric" not in res["history"][0]
+
+
+def _intents(tmp_path, per_class=6):
+    rows = [{"text": f"{w} request number {i}", "label": w} for w in ("alpha", "beta", "gamma") for i in range(per_class)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _run(tiny_bert_dir, tmp_path, *flags):
+    from tltext.experiment import parse_and_run
+
+    return parse_and_run("text", ["--model_name_or_path", tiny_bert_dir, "--tuning", "frozen",
+                                  "--output_dir", str(tmp_path / "out"), "--overwrite_output_dir",
+                                  "--cache_dir", str(tmp_path / "c"), "--disable_tqdm", "--report", "False", *flags])
+
+
+def test_probe_refits_on_a_held_out_split_but_never_on_a_validation_file(tiny_bert_dir, tmp_path, one_thread, capsys):
+    path = _intents(tmp_path, per_class=10)
+    res = _run(tiny_bert_dir, tmp_path, "--train_file", str(path), "--test_file", str(path),
+               "--validation_split_percentage", "30")
+    n = res["num_examples"]
+    assert n["fitted_on"] == n["train"] + n["validation"] == 30 and "then refitted" in res["training"]["head"]
+    assert "the saved probe was refitted on 30: training + held-out validation" in capsys.readouterr().out
+    res = _run(tiny_bert_dir, tmp_path, "--train_file", str(path), "--test_file", str(path),
+               "--shots_per_class", "2", "--validation_file", str(path))
+    assert "fitted_on" not in res["num_examples"] and "refitted" not in res["training"]["head"]
+    assert res["num_examples"]["train"] == 6 and "note" not in res["validation"]
+
+
+def test_k_shot_flags_and_skewed_eval_subsets_are_named(tiny_bert_dir, tmp_path, one_thread):
+    path = _intents(tmp_path)
+    with pytest.raises(ValueError, match=r"--validation_split_percentage 20 does not apply with --shots_per_class"):
+        _run(tiny_bert_dir, tmp_path, "--train_file", str(path), "--shots_per_class", "2",
+             "--validation_split_percentage", "20")
+    from tltext.data import DataError
+
+    with pytest.raises(DataError, match=r"class 'alpha' has only 6, class 'beta' has only 6"):
+        _run(tiny_bert_dir, tmp_path, "--train_file", str(path), "--shots_per_class", "7")
+    res = _run(tiny_bert_dir, tmp_path, "--train_file", str(path), "--test_file", str(path), "--max_eval_samples", "6")
+    assert any(f"--max_eval_samples 6 keeps the first 6 rows of {path}: 1 of its 3 classes" in w for w in res["warnings"])

@@ -112,7 +112,8 @@ class TrainArguments:
                            "--learning_rate unless --head_learning_rate), 'random' from a random head (head lr 10x)."})
     linear_probe: bool = field(default=True, metadata={"help": "--tuning frozen with plain cross-entropy and no adapter: "
                                "fit the head to convergence as a logistic regression (scikit-learn lbfgs, C chosen on "
-                               "the source validation split) instead of --num_train_epochs of AdamW."})
+                               "the source validation split, else by stratified cross-validation on the training "
+                               "examples) instead of --num_train_epochs of AdamW."})
     max_train_steps: Optional[int] = field(default=None)
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Examples per process per step, as in "
                                              "the Hugging Face examples: the global batch is this x processes x "

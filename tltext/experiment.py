@@ -13,7 +13,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -49,6 +49,10 @@ def check_args(m: ModelArguments, d: DataArguments, t: TrainArguments, modality:
         raise ValueError(f"--num_train_epochs must be positive; got {t.num_train_epochs}")
     if not 0 <= d.validation_split_percentage < 100:
         raise ValueError(f"--validation_split_percentage must be in [0, 100); got {d.validation_split_percentage}")
+    if d.shots_per_class and d.validation_split_percentage not in (0, 10):  # 10: the default, not asked for
+        raise ValueError(f"--validation_split_percentage {d.validation_split_percentage:g} does not apply with "
+                         "--shots_per_class: the K-shot support set is not split (a probe chooses C by cross-validation "
+                         "on it); pass --validation_file for a separate validation set")
     if t.head_init not in ("probe", "random"):
         raise ValueError(f"--head_init must be probe or random; got {t.head_init!r}")
     if t.class_weights not in (None, "balanced"):
@@ -125,10 +129,10 @@ def _json_default(o: Any):
 
 
 # --------------------------------------------------------------------------- data
-def stratified_split(labels: List[int], pct: float, seed: int):
+def stratified_split(labels: List[int], pct: float, seed: int, names: Optional[Sequence[str]] = None):
     """``(train_idx, val_idx, info)``: ``pct`` % held out, stratified by label when every
     class has >= 2 examples and the split can hold one of each; ``info`` says whether
-    it was stratified and, if not, which class ids prevented it."""
+    it was stratified and, if not, which classes (``names[id]``, else ids) prevented it."""
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(labels))
@@ -140,16 +144,17 @@ def stratified_split(labels: List[int], pct: float, seed: int):
     tr, va = train_test_split(idx, test_size=n_val, random_state=seed, stratify=labels if stratified else None)
     info = {"percentage": pct, "seed": seed, "stratified": bool(stratified), "size": int(n_val)}
     if not stratified:
-        info["reason"] = (f"class id(s) {too_few} have a single example" if too_few else
+        single = f"class(es) {[names[c] for c in too_few]}" if names is not None else f"class id(s) {too_few}"
+        info["reason"] = (f"{single} have a single example" if too_few else
                           f"{n_val} held-out examples cannot hold all {len(present)} classes")
     return sorted(tr.tolist()), sorted(va.tolist()), info
 
 
-def held_out_validation(labels: List[int], pct: float, seed: int, source: str):
+def held_out_validation(labels: List[int], pct: float, seed: int, source: str, names: Optional[Sequence[str]] = None):
     """``(train_idx, val_idx, info, description)``: :func:`stratified_split` plus the held-out
     split's description for the summary ("FILE (10% held out, stratified, seed 42)", or
-    "NOT stratified: REASON")."""
-    tr, va, info = stratified_split(labels, pct, seed)
+    "NOT stratified: REASON", classes named by ``names[id]`` when given)."""
+    tr, va, info = stratified_split(labels, pct, seed, names)
     how = "stratified" if info["stratified"] else f"NOT stratified: {info['reason']}"
     return tr, va, info, f"{source} ({pct:g}% held out, {how}, seed {seed})"
 
@@ -175,7 +180,9 @@ def load_splits(modality: str, m: ModelArguments, d: DataArguments, t: TrainArgu
         if d.shots_per_class:
             from .data.fewshot import sample_k_shot
 
-            idx = sample_k_shot(y, d.shots_per_class, t.seed, allow_fewer=d.allow_fewer_shots, source=d.train_file)
+            names = [n for n, _ in sorted(label2id.items(), key=lambda kv: kv[1])]
+            idx = sample_k_shot(y, d.shots_per_class, t.seed, allow_fewer=d.allow_fewer_shots, source=d.train_file,
+                                names=names)
         elif d.max_train_samples and d.max_train_samples < len(idx):
             rng = np.random.default_rng(t.seed)
             idx = sorted(rng.choice(len(idx), d.max_train_samples, replace=False).tolist())
@@ -186,7 +193,8 @@ def load_splits(modality: str, m: ModelArguments, d: DataArguments, t: TrainArgu
             splits["validation"] = _validation_file(modality, d, label2id, sr)
         elif d.validation_split_percentage > 0 and not d.shots_per_class:
             sub = [y[i] for i in idx]
-            tr, va, info, source = held_out_validation(sub, d.validation_split_percentage, t.seed, d.train_file)
+            tr, va, info, source = held_out_validation(sub, d.validation_split_percentage, t.seed, d.train_file,
+                                                       names=[n for n, _ in sorted(label2id.items(), key=lambda kv: kv[1])])
             val_idx = [idx[i] for i in va]
             idx = [idx[i] for i in tr]
             splits["validation"] = Split([train.inputs[i] for i in val_idx], [y[i] for i in val_idx], source,
@@ -201,6 +209,11 @@ def load_splits(modality: str, m: ModelArguments, d: DataArguments, t: TrainArgu
         test = load_examples(modality, d.test_file, d, True, d.test_filter, sr)
         ys = encode_labels(test.labels, label2id, d.test_file, d.label_column)
         if d.max_eval_samples and d.max_eval_samples < len(ys):
+            kept, every = len(set(ys[: d.max_eval_samples])), len(set(ys))
+            if kept < every:  # the first N rows of a file sorted by label
+                warnings.warn(f"--max_eval_samples {d.max_eval_samples} keeps the first {d.max_eval_samples} rows of "
+                              f"{d.test_file}: {kept} of its {every} classes; macro scores cover those only "
+                              "(shuffle the file for a representative subset)")
             test = test.subset(range(d.max_eval_samples))
             ys = ys[: d.max_eval_samples]
         splits["test"] = Split(test.inputs, ys, d.test_file)
@@ -278,7 +291,10 @@ def print_summary(res: Dict[str, Any]) -> None:
     if a.get("eval_only"):
         lines.append(f"evaluation only: nothing trained  |  classes: {len(res['label_names'])}")
     else:
-        lines.append(f"train: {res['num_examples'].get('train')} examples from {a['train_file']}  |  "
+        fitted = res["num_examples"].get("fitted_on")
+        refit = (f" (the saved probe was refitted on {fitted}: training + held-out validation, once C was chosen)"
+                 if fitted else "")
+        lines.append(f"train: {res['num_examples'].get('train')} examples from {a['train_file']}{refit}  |  "
                      f"classes: {len(res['label_names'])}")
     if tr.get("fit"):
         lines.append(f"ran: {tr.get('device')} x {tr.get('num_processes')} process(es), precision {tr.get('precision')}, "
@@ -295,12 +311,15 @@ def print_summary(res: Dict[str, Any]) -> None:
         lines.append(f"head initialised from: {tr['head_init']}")
     vs = res.get("validation_split") or {}
     val_note = ""
-    best = f" (best epoch {res['best_epoch']})" if isinstance(res.get("best_epoch"), int) and res["best_epoch"] >= 0 else ""
+    best = (f" (best epoch {res['best_epoch']})" if isinstance(res.get("best_epoch"), int) and res["best_epoch"] >= 0
+            and not str(tr.get("fit", "")).startswith("full batch") else "")
     if "stratified" in vs:
         val_note = f"  [validation: {vs['size']} held out, " + ("stratified]" if vs["stratified"] else f"NOT stratified: {vs.get('reason')}]")
     lines += [
         f"selection: {res['selection']}{best}{val_note}",
-        f"validation: {_metric_line(res.get('validation'), keys)}",
+        f"validation: {_metric_line(res.get('validation'), keys)}"
+        + ("   (the probe fitted on the training split only, before the refit)"
+           if (res.get("validation") or {}).get("note") and res["num_examples"].get("fitted_on") else ""),
         f"test:       {_metric_line(res.get('test'), keys)}" + (f"   ({a['test_file']})" if a.get("test_file") else ""),
     ]
     if res.get("source_only"):
@@ -361,8 +380,8 @@ def _run(acc, m: ModelArguments, d: DataArguments, t: TrainArguments, modality: 
         with warnings.catch_warnings(record=True) as caught:  # e.g. a length flag clamped to the model's limit
             warnings.simplefilter("always", UserWarning)
             backbone = build_backbone(modality, m, d)
-        check_pretrained(backbone, m)
-        splits, label2id = load_splits(modality, m, d, t, backbone)
+            check_pretrained(backbone, m)
+            splits, label2id = load_splits(modality, m, d, t, backbone)  # e.g. a class-skewed --max_eval_samples
         trainer = Trainer(model=backbone, args=t, model_args=m, data_args=d, accelerator=acc, label2id=label2id,
                           train_dataset=splits["train"], eval_dataset=splits.get("validation"),
                           test_dataset=splits.get("test"), target_dataset=splits.get("target"),

@@ -39,6 +39,10 @@ _HYPERPARAMETERS = (
     "weight_decay", "warmup_ratio", "lr_scheduler_type", "max_grad_norm", "class_weights", "mixed_precision",
     "early_stopping_patience", "selection", "metric_for_best_model", "seed",
 )
+# optimiser/loop settings that do not apply to a head fitted in closed form (the linear probe)
+_ENGINE_ONLY = ("learning_rate", "head_learning_rate", "num_train_epochs", "max_train_steps", "per_device_train_batch_size",
+                "gradient_accumulation_steps", "weight_decay", "warmup_ratio", "lr_scheduler_type", "max_grad_norm",
+                "head_dropout", "early_stopping_patience", "mixed_precision")
 _ONLY_FOR = {"unfreeze_top_k": ("tuning", ("partial",)), "layer_weighting": ("modality", ("speech",)),
              "speed_perturbation": ("modality", ("speech",)), "noise_snr_db": ("modality", ("speech",)),
              "mask_time_prob": ("modality", ("speech",)),
@@ -274,12 +278,21 @@ def _hyperparameters(res: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
     if config.get("adapter_dim") is not None:
         a["adapter_dim"] = config["adapter_dim"]
     tr = res.get("training") or {}
-    if a.get("learning_rate") is None and "learning_rate" in a:
+    probe = str(tr.get("fit", "")).startswith("full batch") or str(tr.get("fit", "")).startswith("nothing trained")
+    if "learning_rate" in a and tr.get("learning_rate"):  # the rates that ran, head and objective parts included
         objective_lr = (f", objective's own parts {tr['objective_learning_rate']:g}"
                         if tr.get("objective_learning_rate") is not None else "")
-        a["learning_rate"] = (f"{tr['learning_rate']:g} (default for this tuning; head "
-                              f"{tr.get('head_learning_rate', tr['learning_rate']):g}{objective_lr})"
-                              if tr.get("learning_rate") else "tltext default for this tuning")
+        default = "default for this tuning; " if a.get("learning_rate") is None else ""
+        a["learning_rate"] = (f"{tr['learning_rate']:g} ({default}head "
+                              f"{tr.get('head_learning_rate', tr['learning_rate']):g}{objective_lr})")
+        a.pop("head_learning_rate", None)
+    elif a.get("learning_rate") is None and "learning_rate" in a:
+        a["learning_rate"] = "tltext default for this tuning"
+    if res.get("selection"):
+        a["selection"] = res["selection"]  # what ran, not the flag's value
+    if probe:  # no engine steps: the optimiser settings played no part
+        for k in _ENGINE_ONLY:
+            a.pop(k, None)
     lines = ["| setting | value |", "| --- | --- |"]
     objective_keys = {o for n in objectives.names() for o in objectives.get(n).options}
     opts = objective_options(res)
@@ -300,7 +313,7 @@ def _hyperparameters(res: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
     timing = res.get("timing", {})
     if timing.get("train_steps") is not None:
         lines.append(f"| optimisation steps | {timing['train_steps']} |")
-    if res.get("best_epoch") is not None:
+    if res.get("best_epoch") is not None and res["best_epoch"] >= 0 and not probe:
         lines.append(f"| selected epoch | {res['best_epoch']} |")
     return lines
 
@@ -342,8 +355,11 @@ def _limitations(res: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
         out.append(f"Warning from the run: {w}")
     n = res.get("num_examples", {})
     if n.get("train") is not None:
-        out.append(f"Trained on {n['train']} labelled examples; it only predicts the {len(res.get('label_names', []))} "
-                   "labels listed below.")
+        fitted = n.get("fitted_on")
+        trained = (f"Trained on {fitted} labelled examples (the {n['train']} training examples, then, once C was "
+                   f"chosen on the validation split, refitted with its {fitted - n['train']} examples too)"
+                   if fitted and fitted != n["train"] else f"Trained on {n['train']} labelled examples")
+        out.append(f"{trained}; it only predicts the {len(res.get('label_names', []))} labels listed below.")
     if modality == "speech":
         sr = (config.get("backbone", {}).get("feature_extractor") or {}).get("sampling_rate", 16000)
         crop = config.get("backbone", {}).get("max_duration_seconds")
@@ -408,8 +424,9 @@ def render_card(res: Dict[str, Any], config: Optional[Dict[str, Any]] = None, re
     body += [f"{article} {modality} classifier trained with tltext on {backbone}: "
              f"{objective_text(res)}; {TUNING_TEXT.get(tuning, tuning)}.", ""]
     body += ["## Results", ""] + _results_table(res)
+    probe_fit = str((res.get("training") or {}).get("fit", "")).startswith("full batch")
     body += ["", f"Model selection: {res.get('selection', '?')}" + (f" (epoch {res['best_epoch']})."
-             if res.get("best_epoch") is not None else ".")]
+             if res.get("best_epoch") is not None and res["best_epoch"] >= 0 and not probe_fit else ".")]
     ep = res.get("test_episodic")
     if ep:
         body += ["", f"Episodic test accuracy: {ep['accuracy']:.4f} +- {ep['ci95']:.4f} (95% CI, {ep['episodes']} "

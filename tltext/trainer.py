@@ -73,7 +73,7 @@ class PredictionOutput:
 def _probe_c_choice(probe) -> str:
     """How the probe's C was chosen, for results.json and the summary."""
     if not probe.grid:
-        return "(C = 1: no validation split and too few examples per class to cross-validate)"
+        return "(scikit-learn's default: no validation split, and a class with one example cannot be cross-validated)"
     grid = ", ".join(probe.grid)
     if probe.cv_folds:
         return f"chosen from {grid} by {probe.cv_folds}-fold stratified cross-validation on the training split"
@@ -303,7 +303,7 @@ class Trainer:
         pct = self.d.validation_split_percentage
         if not pct or self.d.shots_per_class or len(train.labels) < 2:
             return train
-        tr, va, info, source = held_out_validation(list(train.labels), pct, self.t.seed, train.source)
+        tr, va, info, source = held_out_validation(list(train.labels), pct, self.t.seed, train.source, self.label_names)
         self.splits["validation"] = Split([train.inputs[i] for i in va], [train.labels[i] for i in va], source, info=info)
         return Split([train.inputs[i] for i in tr], [train.labels[i] for i in tr], train.source, info=train.info)
 
@@ -458,21 +458,33 @@ class Trainer:
         def val_score(logits, labels):
             return score(logits, labels, self.label_names, (metric,))[metric]
 
+        # refit on training + validation only when the validation split was held out of the training
+        # data (as LogisticRegressionCV refits on all folds); a validation file the user gave stays unseen
+        held_out = "validation" in self.splits and "percentage" in (self.splits["validation"].info or {})
         probe = fit_linear_probe(inputs["train"], self.splits["train"].labels, len(self.label2id),
                                  inputs.get("validation"), self._labels("validation"), val_score,
-                                 class_weight=t.class_weights, seed=t.seed, refit=True)
+                                 class_weight=t.class_weights, seed=t.seed, refit=held_out)
         with torch.no_grad():
             model.classifier.weight.copy_(probe.weight)
             model.classifier.bias.copy_(probe.bias)
         seconds = time.perf_counter() - t0
         self._probe = probe
-        where = "cv_metric" if probe.cv_folds else "val_metric"
+        where = f"cv_{metric}" if probe.cv_folds else "val_metric"
         rec = {"epoch": 0, "step": 0, "probe_C": probe.C, **{f"{where}@C={c}": v for c, v in probe.grid.items()}}
         if probe.grid and not probe.cv_folds:
             rec["val_metric"] = probe.grid[f"{probe.C:g}"]
         return FitResult(train_seconds=seconds, train_samples_per_second=len(inputs["train"]) / max(seconds, 1e-9),
                          best_epoch=0, best_score=rec.get("val_metric"), history=[rec],
                          num_processes=self.acc.num_processes)
+
+    def _num_examples(self) -> Dict[str, int]:
+        """Rows per split; ``fitted_on``: the examples the saved probe was refitted on (train +
+        held-out validation), when it was."""
+        n = {k: len(s.inputs) for k, s in self.splits.items()}
+        probe = getattr(self, "_probe", None)
+        if probe is not None and probe.refit:
+            n["fitted_on"] = n["train"] + n.get("validation", 0)
+        return n
 
     def _labels(self, name: str):
         return self.splits[name].labels if name in self.splits else None
@@ -663,7 +675,8 @@ class Trainer:
                                 + "), fitted to convergence; --learning_rate/--num_train_epochs do not apply")
             if probe.max_iter_reached:
                 self._warnings.append("linear probe: lbfgs stopped at max_iter before converging")
-            selection = ("none (C = 1, no validation split)" if not probe.grid else
+            selection = ("none (C = 1: no validation split, and a class with one example cannot be cross-validated)"
+                         if not probe.grid else
                          f"{probe.cv_folds}-fold stratified cross-validation on the training split (C of the "
                          "logistic-regression probe)" if probe.cv_folds else
                          "source validation split (C of the logistic-regression probe)")
@@ -671,7 +684,7 @@ class Trainer:
             modality=self.modality, objective=m.objective, tuning=m.tuning, base_model=self.base_model,
             selection=selection, oracle=bool(t.oracle_selection), objective_terms=objectives.describe(m.objective),
             best_epoch=fit.best_epoch, label_names=self.label_names,
-            num_examples={k: len(s.inputs) for k, s in self.splits.items()},
+            num_examples=self._num_examples(),
             validation_split=self.splits["validation"].info if has_val else {},
             training=training, timing=timing, history=fit.history, args=public_args(m, self.d, t),
             num_processes=self.acc.num_processes, warnings=list(self._warnings))

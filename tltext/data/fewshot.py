@@ -1,7 +1,7 @@
 """K-shot training subsets: K examples per class, stratified and seeded."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -12,7 +12,8 @@ def _sort_key(v: Any):
     return (type(v).__name__, v)
 
 
-def sample_k_shot(labels: Sequence[Any], k: int, seed: int, allow_fewer: bool = False, source: str = "train") -> List[int]:
+def sample_k_shot(labels: Sequence[Any], k: int, seed: int, allow_fewer: bool = False, source: str = "train",
+                  names: Optional[Sequence[str]] = None) -> List[int]:
     """Sorted row indices with ``k`` examples of every class, chosen at random by ``seed``.
 
     Each class's rows are permuted once (classes in sorted order, one seeded
@@ -34,7 +35,8 @@ def sample_k_shot(labels: Sequence[Any], k: int, seed: int, allow_fewer: bool = 
     classes = sorted(by_class, key=_sort_key)
     short = [c for c in classes if len(by_class[c]) < k]
     if short and not allow_fewer:
-        detail = ", ".join(f"class {c!r} has only {len(by_class[c])}" for c in short[:10])
+        shown = (lambda c: repr(names[c])) if names is not None else repr  # label ids -> their names
+        detail = ", ".join(f"class {shown(c)} has only {len(by_class[c])}" for c in short[:10])
         more = f" (and {len(short) - 10} more classes)" if len(short) > 10 else ""
         raise DataError(
             f"{source}: k={k} examples per class requested, but {detail}{more}; "

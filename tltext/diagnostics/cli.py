@@ -72,7 +72,7 @@ def diagnose(a: argparse.Namespace) -> Dict[str, Any]:
     from ..experiment import atomic_write_json, build_backbone, default_model
     from ..training.predict import EmbeddingCache, Predictor
     from .adistance import a_distance_from_error, domain_classifier_error, mmd2
-    from .recommend import THRESHOLDS, recommend
+    from .recommend import LARGE_GAP_A_DISTANCE, SIMILAR_A_DISTANCE, THRESHOLDS, recommend
 
     for flag, path in (("--source_file", a.source_file), ("--target_file", a.target_file)):
         if not os.path.exists(path):
@@ -95,7 +95,13 @@ def diagnose(a: argparse.Namespace) -> Dict[str, Any]:
     t1 = time.perf_counter()
     e = domain_classifier_error(es, et, seed=a.seed, max_per_domain=a.a_distance_samples)
     mmd = mmd2(es, et, max_per_domain=a.mmd_samples, seed=a.seed)
-    rec = recommend(dict(counts), a_distance_from_error(e["error"]), has_unlabelled_target=True, modality=a.modality)
+    a_dist, a_se = a_distance_from_error(e["error"]), a_distance_standard_error(e["error"], e["n_per_domain"])
+    rec = recommend(dict(counts), a_dist, has_unlabelled_target=True, modality=a.modality)
+    near = [t for t in (SIMILAR_A_DISTANCE, LARGE_GAP_A_DISTANCE) if abs(a_dist - t) < a_se]
+    if near:
+        rec.reasons.append(f"uncertain: the A-distance {a_dist:.2f} is within one standard error ({a_se:.2f}) of the "
+                           f"{near[0]} threshold; more examples per domain (--a_distance_samples, "
+                           f"{e['n_per_domain']} used) could change this recommendation")
     out = {
         "model": a.model_name_or_path or default_model(a.modality),
         "modality": a.modality,
@@ -106,7 +112,8 @@ def diagnose(a: argparse.Namespace) -> Dict[str, Any]:
         "a_distance": a_distance_from_error(e["error"]),
         "domain_classifier_error": e["error"],
         "a_distance_n_per_domain": e["n_per_domain"],
-        "a_distance_standard_error": a_distance_standard_error(e["error"], e["n_per_domain"]),
+        "a_distance_standard_error": a_se,
+        "a_distance_rough": e["n_per_domain"] < ROUGH_BELOW,
         "mmd2": mmd,
         "mmd2_n_per_domain": min(len(src), len(tgt), a.mmd_samples) if a.mmd_samples else None,
         "labels_per_class": dict(sorted(counts.items())),
@@ -122,6 +129,9 @@ def diagnose(a: argparse.Namespace) -> Dict[str, Any]:
         os.makedirs(a.output_dir, exist_ok=True)
         atomic_write_json(os.path.join(a.output_dir, "diagnosis.json"), out)
     return out
+
+
+ROUGH_BELOW = 100  # examples per domain under which the A-distance is flagged as a rough estimate
 
 
 def a_distance_standard_error(error: float, n_per_domain: int) -> float:
@@ -146,8 +156,8 @@ def format_table(dx: Dict[str, Any]) -> str:
         "",
         f"  {'proxy A-distance':<26}{dx['a_distance']:.3f}   (0 = same, 2 = separable; domain classifier error "
         f"{dx['domain_classifier_error']:.3f}, 5-fold, {dx['a_distance_n_per_domain']} per domain; "
-        f"+- {dx['a_distance_standard_error']:.2f} s.e." + ("; few examples: a rough estimate" if
-                                                          dx["a_distance_n_per_domain"] < 100 else "") + ")",
+        f"A-distance +- {dx['a_distance_standard_error']:.2f} s.e." + ("; few examples: a rough estimate" if
+                                                                       dx.get("a_distance_rough") else "") + ")",
         f"  {'MK-MMD^2':<26}{dx['mmd2']:+.4f}  ({dx['mmd2_n_per_domain']} per domain"
         + ("; unbiased estimate: below 0 means no detectable gap)" if dx["mmd2"] < 0 else ")"),
         f"  {'labelled source / class':<26}min {dx['min_labels_per_class']}  ({per_class})",

@@ -94,6 +94,7 @@ class FewShotEvidence:
     accuracy: float
     shots: int
     measurement: str
+    task: str = ""
 
 
 def load_evidence(path: str = EVIDENCE_FILE) -> List[Evidence]:
@@ -119,10 +120,11 @@ def _few_shot_choice(modality: str, n: int, counts: str, gap: str, large_gap: bo
         at_k = sorted((e for e in rows if e.shots == k), key=lambda e: -e.accuracy)
         best = at_k[0]
         tuning, objective = best.flags.split()[1], best.flags.split()[3]
+        on = f" on {best.task}" if best.task else ""
         r = Recommendation(tuning, objective, [
             f"{counts} <= {FEW_SHOT_PER_CLASS}: few-shot regime",
-            f"measured: {best.flags} reaches {best.accuracy:.1f} % at K={k}; {best.measurement}"],
-            [f"{e.flags} ({e.accuracy:.1f} % measured at K={k})" for e in at_k[1:4]])
+            f"measured{on}, not on your data: {best.flags} reaches {best.accuracy:.1f} % at K={k}; {best.measurement}"],
+            [f"{e.flags} ({e.accuracy:.1f} % measured at K={k}{' on ' + e.task if e.task else ''})" for e in at_k[1:4]])
     else:
         r = Recommendation("frozen", "erm", [
             f"{counts} <= {FEW_SHOT_PER_CLASS}: few-shot regime; no {modality} measurement in evidence.json, so a "

@@ -9,6 +9,7 @@ cross-validation on the training examples, as ``LogisticRegressionCV`` does. The
 processes (every process fits the same data deterministically)."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -36,7 +37,9 @@ def _fit(x: np.ndarray, y: np.ndarray, C: float, num_classes: int, class_weight,
     from sklearn.linear_model import LogisticRegression
 
     clf = LogisticRegression(C=C, max_iter=5000, class_weight=class_weight, random_state=seed)
-    clf.fit(x, y)
+    with warnings.catch_warnings():  # y are class ids; on a 1-2-shot fold "more classes than half the samples" is expected
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        clf.fit(x, y)
     w = np.zeros((num_classes, x.shape[1]), dtype=np.float64)
     b = np.zeros(num_classes, dtype=np.float64)
     if len(clf.classes_) == 2 and clf.coef_.shape[0] == 1:  # binary: softmax([0, z]) = sigmoid(z)
