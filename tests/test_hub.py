@@ -366,3 +366,20 @@ def test_card_hyperparameters_are_the_ones_that_ran():
     no_val = {**base, "best_epoch": -1, "selection": "last epoch (no validation data)"}
     card = render_card(no_val, {"backbone": {"type": "text"}})
     assert "-1" not in card and "Model selection: last epoch (no validation data)." in card
+
+
+def test_card_of_a_python_api_run_names_its_in_memory_data():
+    res = {"modality": "text", "objective": "dann", "tuning": "partial", "label_names": ["neg", "pos"],
+           "selection": "source validation split", "num_examples": {"train": 43, "validation": 5, "target": 8, "test": 8},
+           "validation": {"accuracy": 0.8}, "test": {"accuracy": 0.75},
+           "validation_split": {"percentage": 10.0, "seed": 3, "stratified": True, "size": 5},
+           "args": {"tuning": "partial", "objective": "dann", "validation_split_percentage": 10.0, "seed": 3}}
+    card = render_card(res, {"backbone": {"type": "text"}})
+    assert "| source validation | in memory (Python API), 10% held out (stratified) | 5 |" in card
+    assert "- labelled source (train): `train_dataset` passed to `tltext.Trainer` (in memory (Python API)), 43" in card
+    assert "- unlabelled target: `target_dataset` passed to `tltext.Trainer`" in card and "| , " not in card
+    # an eval_dataset given (nothing held out): named as such, not as a held-out percentage
+    given = {**res, "validation_split": {}}
+    card = render_card(given, {"backbone": {"type": "text"}})
+    assert "| source validation | `eval_dataset` (in memory (Python API)) | 5 |" in card and "held out" not in card
+    assert "- validation: `eval_dataset` passed to `tltext.Trainer`" in card

@@ -128,6 +128,9 @@ def dataset_ids(res: Dict[str, Any]) -> List[str]:
     return list(dict.fromkeys(n for n in names if is_hub_id(n)))
 
 
+IN_MEMORY = "in memory (Python API)"
+
+
 def _describe_data(name: Optional[str], filt: Optional[str] = None) -> str:
     if not name:
         return ""
@@ -153,11 +156,13 @@ def validation_description(res: Dict[str, Any]) -> str:
     a = res.get("args", {})
     if a.get("validation_file"):
         return _describe_data(a["validation_file"], a.get("validation_filter"))
-    pct = a.get("validation_split_percentage")
     vs = res.get("validation_split") or {}
+    pct = vs.get("percentage", a.get("validation_split_percentage") if "stratified" in vs else None)
+    if not pct and res.get("num_examples", {}).get("validation") and not a.get("validation_file"):
+        return f"`eval_dataset` ({IN_MEMORY})"
     how = "stratified" if vs.get("stratified", True) else f"not stratified: {vs.get('reason', '?')}"
-    return f"{_describe_data(a.get('train_file'), a.get('train_filter'))}, {pct:g}% held out ({how})" if pct \
-        else _describe_data(a.get("train_file"))
+    train = _describe_data(a.get("train_file"), a.get("train_filter")) or IN_MEMORY
+    return f"{train}, {pct:g}% held out ({how})" if pct else train
 
 
 def eval_results(res: Dict[str, Any]) -> List[EvalResult]:
@@ -213,7 +218,7 @@ def _results_table(res: Dict[str, Any]) -> List[str]:
     a = res.get("args", {})
     n = res.get("num_examples", {})
     rows = [("source validation", validation_description(res), n.get("validation"), res.get("validation")),
-            (eval_split_title(res), _describe_data(a.get("test_file"), a.get("test_filter")), n.get("test"),
+            (eval_split_title(res), _describe_data(a.get("test_file"), a.get("test_filter")) or IN_MEMORY, n.get("test"),
              res.get("test"))]
     if res.get("source_only", {}).get("test"):
         rows.append((f"{eval_split_title(res)}, source-only (ERM) baseline", "same data, same seed and tuning",
@@ -434,14 +439,17 @@ def render_card(res: Dict[str, Any], config: Optional[Dict[str, Any]] = None, re
     if res.get("domain_gap"):
         body += [""] + _domain_gap(res["domain_gap"])
     body += ["", "## Data", ""]
-    for label, key, filt in (("labelled source (train)", "train_file", "train_filter"),
-                             ("unlabelled target", "target_file", "target_filter"),
-                             ("validation", "validation_file", "validation_filter"),
-                             (eval_split_title(res), "test_file", "test_filter")):
+    for label, key, filt, api in (("labelled source (train)", "train_file", "train_filter", "train_dataset"),
+                                  ("unlabelled target", "target_file", "target_filter", "target_dataset"),
+                                  ("validation", "validation_file", "validation_filter", "eval_dataset"),
+                                  (eval_split_title(res), "test_file", "test_filter", None)):
+        split = {"train_file": "train", "target_file": "target", "validation_file": "validation",
+                 "test_file": "test"}[key]
+        count = res.get("num_examples", {}).get(split)
         if a.get(key):
-            count = res.get("num_examples", {}).get({"train_file": "train", "target_file": "target",
-                                                     "validation_file": "validation", "test_file": "test"}[key])
             body.append(f"- {label}: {_describe_data(a[key], a.get(filt))}" + (f", {count} examples" if count else ""))
+        elif count and api and not (split == "validation" and (res.get("validation_split") or {}).get("percentage")):
+            body.append(f"- {label}: `{api}` passed to `tltext.Trainer` ({IN_MEMORY}), {count} examples")
     body += ["", "## Training procedure", ""] + _what_ran(res) + _hyperparameters(res, config)
     body += ["", "## How to use", ""] + _usage(modality, repo_id or "path/to/OUT/model", config)
     body += ["", "## Limitations", ""] + _limitations(res, config)
