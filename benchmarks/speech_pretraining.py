@@ -48,6 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--stage0_num_negatives", type=int, default=50)
     p.add_argument("--stage1_epochs", type=float, default=8)
     p.add_argument("--stage1_lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0, help="stage-1 seed (stage 0 always uses seed 0)")
     p.add_argument("--name", default="speech_pretraining", help="results file stem under --results")
     p.add_argument("--resume", action="store_true")
     return p.parse_args(argv)
@@ -111,7 +112,7 @@ def stage1(a, fsdd: str, name: str, model: List[str]) -> Dict[str, Any]:
             "--test_file", fsdd, "--test_filter", f"speaker={a.target};split=test", "--audio_column", "path",
             "--label_column", "digit", "--max_duration_seconds", "1", "--per_device_train_batch_size", "32",
             "--tuning", "full", "--objective", "erm", "--num_train_epochs", f"{a.stage1_epochs:g}",
-            "--learning_rate", f"{a.stage1_lr:g}", "--seed", "0", "--output_dir", str(out), "--overwrite_output_dir",
+            "--learning_rate", f"{a.stage1_lr:g}", "--seed", str(a.seed), "--output_dir", str(out), "--overwrite_output_dir",
             "--disable_tqdm", "--report", "False", "--save_model", "False"]
     out.mkdir(parents=True, exist_ok=True)
     return _timed(name, out, "recipes/audio_classification.py", argv, lambda v: parse_and_run("speech", v), a, a.resume)
@@ -188,8 +189,9 @@ def main(argv=None) -> int:
     load0, w0 = os.getloadavg()[0], time.perf_counter()
     s0 = stage0(a, fsdd)
     # one stage-0 model serves every target speaker (it saw no labels); stage 1 is per target
-    without = stage1(a, fsdd, f"stage1_random-{a.target}", ["--model_config", a.model_config])
-    with_ = stage1(a, fsdd, f"stage1_pretrained-{a.target}",
+    tag = a.target + ("" if a.seed == 0 else f"-s{a.seed}")  # seed 0: the first runs' folders
+    without = stage1(a, fsdd, f"stage1_random-{tag}", ["--model_config", a.model_config])
+    with_ = stage1(a, fsdd, f"stage1_pretrained-{tag}",
                    ["--model_name_or_path", str(Path(a.work).resolve() / "stage0" / "model")])
     mfcc_path = Path(a.results) / "speech_mfcc.json"
     mfcc = json.loads(mfcc_path.read_text()) if mfcc_path.exists() else None
