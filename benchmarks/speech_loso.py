@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""Leave-one-speaker-out table of the speech pipeline: for each FSDD target speaker, the
+MFCC + logistic-regression baseline against stage 1 (supervised on the three other speakers)
+from random weights and from the shared wav2vec 2.0 stage-0 model, over the stage-1 seeds run.
+
+Reads the files ``benchmarks/speech_pretraining.py --name speech_pretraining_long[_TARGET[_sS]]``
+wrote (one per target and seed; the MFCC row comes with each) and writes
+``benchmarks/results/speech_loso.{json,md}``. No target labels are used by any row except to
+score the target test clips.
+
+    python benchmarks/speech_loso.py [--prefix speech_pretraining_long]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import sys
+from typing import Any, Dict, List
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+ROWS = (("stage 1 from random weights (no stage 0)", "random"), ("stage 0 (wav2vec 2.0) + stage 1", "pretrained"))
+
+
+def collect(prefix: str) -> Dict[str, Dict[str, Any]]:
+    per: Dict[str, Dict[str, Any]] = {}
+    for path in sorted(glob.glob(os.path.join(RESULTS, f"{prefix}*.json"))):
+        p = json.load(open(path))
+        if p.get("benchmark") != "speech_pretraining":
+            continue
+        s = p["settings"]
+        t = per.setdefault(s["target"], {"runs": {k: [] for _, k in ROWS}, "mfcc": None, "stage0_wall_s": None,
+                                          "stage1_wall_s": []})
+        seed = s.get("seed", 0)
+        for row in p["summary"]["stage1"]:
+            key = dict(ROWS)[row["setting"]]
+            if all(r["seed"] != seed for r in t["runs"][key]):
+                t["runs"][key].append({"seed": seed, "accuracy": 100 * row["target_test_accuracy"],
+                                       "source_val_accuracy": 100 * row["source_val_accuracy"], "file": os.path.basename(path)})
+                t["stage1_wall_s"].append(row["stage1_wall_seconds"])
+        m = p["summary"].get("mfcc")
+        if m:
+            t["mfcc"] = 100 * m["cross_speaker_accuracy"]
+        t["stage0_wall_s"] = p["summary"]["stage0"]["wall_seconds"]
+    return per
+
+
+def _cell(runs: List[Dict[str, Any]]) -> str:
+    xs = [r["accuracy"] for r in sorted(runs, key=lambda r: r["seed"])]
+    if not xs:
+        return "-"
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{statistics.mean(xs):.1f} +- {sd:.1f} (n={len(xs)}: {' / '.join(f'{x:.0f}' for x in xs)})"
+
+
+def markdown(per: Dict[str, Dict[str, Any]]) -> str:
+    lines = ["# FSDD leave-one-speaker-out: wav2vec 2.0 pretraining + supervised stage 1 vs MFCC + LR", "",
+             "Three speakers' labelled train takes -> the fourth speaker's 50 test clips (one clip = 2 points). "
+             "Stage 0: one `tiny` wav2vec 2.0 model pretrained on all 2,000 FSDD clips without labels (20 epochs, "
+             "benchmarks/results/speech_pretraining_long.md), shared by every target. Stage 1: `--tuning full "
+             "--objective erm`, 8 epochs, lr 2e-3, selection on 10 % of the source takes; seeds are stage-1 seeds. "
+             "MFCC + LR: benchmarks/speech_mfcc.py (40 MFCC mean/std, C by CV, same speakers and takes). "
+             "No target labels in training or selection. `python benchmarks/speech_loso.py`.", "",
+             "| target | MFCC + LR | stage 1 from random weights | stage 0 + stage 1 | stage 0 + 1 - MFCC |",
+             "|---|---|---|---|---|"]
+    means = {"random": [], "pretrained": [], "mfcc": []}
+    for target in sorted(per):
+        t = per[target]
+        pre = [r["accuracy"] for r in t["runs"]["pretrained"]]
+        gain = f"{statistics.mean(pre) - t['mfcc']:+.1f}" if pre and t["mfcc"] is not None else "-"
+        lines.append(f"| {target} | {t['mfcc']:.1f} | {_cell(t['runs']['random'])} | {_cell(t['runs']['pretrained'])} "
+                     f"| {gain} |")
+        for k in ("random", "pretrained"):
+            if t["runs"][k]:
+                means[k].append(statistics.mean(r["accuracy"] for r in t["runs"][k]))
+        means["mfcc"].append(t["mfcc"])
+    if per:
+        avg = lambda xs: f"{statistics.mean(xs):.1f}" if xs else "-"
+        lines.append(f"| **mean of targets** | {avg(means['mfcc'])} | {avg(means['random'])} | "
+                     f"{avg(means['pretrained'])} | |")
+        walls = [w for t in per.values() for w in t["stage1_wall_s"]]
+        s0 = next(t["stage0_wall_s"] for t in per.values() if t["stage0_wall_s"])
+        lines += ["", f"Wall time on this 2-core CPU (shared with other jobs): stage 0 {s0 / 60:.1f} min once; "
+                      f"stage 1 {min(walls):.0f}-{max(walls):.0f} s a run."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--prefix", default="speech_pretraining_long")
+    a = p.parse_args(argv)
+    per = collect(a.prefix)
+    if not per:
+        print(f"no {a.prefix}*.json in {RESULTS}", file=sys.stderr)
+        return 1
+    for name, text in (("speech_loso.json", json.dumps(per, indent=1)), ("speech_loso.md", markdown(per))):
+        tmp = os.path.join(RESULTS, name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(RESULTS, name))
+    print(markdown(per))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
