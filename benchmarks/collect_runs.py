@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Tabulate finished runs (OUT/results.json) that were launched by hand, e.g. one-seed
+ablations, so their numbers and the exact flags they ran with are kept in benchmarks/results.
+
+    python benchmarks/collect_runs.py --name NAME --title "..." RUN_DIR [RUN_DIR ...]
+
+Writes benchmarks/results/NAME.{json,md}: per run the test and validation accuracy, the
+training seconds, the learning rates that ran and the recipe flags (``args`` of results.json
+that differ from the recipe defaults), through a temp file + rename.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Dict, List
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+SHOWN = ("train_file", "test_file", "target_file", "max_train_samples", "max_seq_length", "tuning", "objective",
+         "da_weight", "num_train_epochs", "learning_rate", "head_learning_rate", "head_init", "mixed_precision", "seed")
+
+
+def _defaults() -> Dict[str, Any]:
+    from tltext.args import DataArguments, ModelArguments, TrainArguments
+
+    out: Dict[str, Any] = {}
+    for cls in (ModelArguments, DataArguments, TrainArguments):
+        out.update({k: v.default for k, v in cls.__dataclass_fields__.items()})
+    return out
+
+
+def row(path: str, defaults: Dict[str, Any]) -> Dict[str, Any]:
+    r = json.load(open(os.path.join(path, "results.json")))
+    a, t = r.get("args", {}), r.get("training", {})
+    flags = " ".join(f"--{k} {os.path.basename(str(a[k])) if k.endswith('_file') else a[k]}" for k in SHOWN
+                     if k in a and a[k] is not None and (k.endswith("_file") or a[k] != defaults.get(k)))
+    name = os.path.basename(os.path.normpath(path))
+    if name == "run":  # benchmarks/defaults.py layout: SIDE-TASK-TUNING-sSEED/run
+        name = os.path.basename(os.path.dirname(os.path.normpath(path)))
+    return {"run": name, "test_accuracy": r["test"]["accuracy"],
+            "validation_accuracy": (r.get("validation") or {}).get("accuracy"),
+            "train_seconds": r["timing"]["train_seconds"], "precision": t.get("precision"),
+            "learning_rates": {k: t[k] for k in ("learning_rate", "head_learning_rate", "objective_learning_rate") if k in t},
+            "head_init": t.get("head_init", "random" if a.get("head_init") == "random" else None), "flags": flags}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--name", required=True)
+    p.add_argument("--title", required=True)
+    p.add_argument("runs", nargs="+")
+    a = p.parse_args(argv)
+    d = _defaults()
+    rows: List[Dict[str, Any]] = [row(x, d) for x in a.runs if os.path.exists(os.path.join(x, "results.json"))]
+    md = [f"# {a.title}", "", "| run | test acc. (%) | val. acc. (%) | train s | lr / head / objective parts | flags |",
+          "|---|---|---|---|---|---|"]
+    for r in rows:
+        lr = " / ".join(f"{v:g}" for v in r["learning_rates"].values())
+        val = "-" if r["validation_accuracy"] is None else f"{100 * r['validation_accuracy']:.2f}"
+        md.append(f"| {r['run']} | {100 * r['test_accuracy']:.2f} | {val} | {r['train_seconds']:.0f} | {lr} | "
+                  f"`{r['flags']}` |")
+    md += ["", "Each run: `python recipes/text_classification.py` with the flags shown (files under ../shared/data; "
+               "`--disable_tqdm --report False --save_model False`), one torch thread, on a shared 2-core CPU. "
+               f"Written by `python benchmarks/collect_runs.py --name {a.name}`."]
+    out = os.path.join(ROOT, "benchmarks", "results", a.name)
+    for ext, text in ((".json", json.dumps({"title": a.title, "runs": rows}, indent=1)), (".md", "\n".join(md) + "\n")):
+        with open(out + ext + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(out + ext + ".tmp", out + ext)
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
