@@ -5,8 +5,9 @@ way scikit-learn does instead of running SGD epochs: an L2-regularised multinomi
 logistic regression (``sklearn.linear_model.LogisticRegression``, lbfgs, to
 convergence), with C chosen from ``C_GRID`` on the labelled source validation split
 (no target labels), or, without one (a K-shot support set), by stratified k-fold
-cross-validation on the training examples, as ``LogisticRegressionCV`` does. The result does not depend on the batch size or the number of
-processes (every process fits the same data deterministically)."""
+cross-validation on the training examples, as ``LogisticRegressionCV`` does. The result
+does not depend on the batch size or the number of processes (every process fits the
+same data deterministically)."""
 from __future__ import annotations
 
 import warnings
