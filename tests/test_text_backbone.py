@@ -76,3 +76,17 @@ def test_two_pass_da_step_equals_one_joint_pass(tiny_bert_dir, objective):
     assert len(runs[0][1]) == len(runs[1][1]) > 0
     for g2, g1 in zip(*(r[1] for r in runs)):
         assert torch.allclose(g2, g1, atol=1e-5, rtol=1e-4)
+
+
+def test_length_grouping_sorts_by_truncated_token_counts(tiny_bert_dir):
+    """Batches are grouped by what each text costs once tokenized and truncated (as
+    transformers' group_by_length does), not by its number of characters."""
+    from tltext.training.predict import item_lengths
+
+    bb = TextBackbone.from_pretrained(tiny_bert_dir, max_length=8)
+    texts = ["a " * 30, "supercalifragilistic", "ok", ""]
+    lengths = item_lengths(bb, texts)
+    ids = [bb.tokenizer(t, truncation=True, max_length=8)["input_ids"] for t in texts]
+    assert lengths == [len(i) for i in ids]
+    assert lengths[0] == 8 and lengths[2] < lengths[1]  # 30 words cut to 8 tokens; one long word > "ok"
+    assert item_lengths(bb, torch.zeros(3, 4)) == [0, 0, 0]  # cached embeddings

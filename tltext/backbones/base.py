@@ -66,6 +66,10 @@ class Backbone(nn.Module):
         """A cheap size of one raw input, used to sort batches by length."""
         return 0
 
+    def lengths(self, raws: Sequence[Any]) -> List[int]:
+        """``length`` of every raw input (a backbone may compute them in one batched call)."""
+        return [self.length(x) for x in raws]
+
     def config_dict(self) -> Dict[str, Any]:  # pragma: no cover
         """JSON-able description that rebuilds this backbone without weights."""
         raise NotImplementedError

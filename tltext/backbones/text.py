@@ -143,7 +143,22 @@ class TextBackbone(Backbone):
         return {k: v for k, v in enc.items() if k in self._input_names}
 
     def length(self, raw: Any) -> int:
+        """Characters of one text (a cheap proxy; :meth:`lengths` counts tokens)."""
         return len(raw)
+
+    def lengths(self, raws: Sequence[Any]) -> List[int]:
+        """Token counts after truncation to ``max_length``, the padded length each text costs
+        in a batch (what transformers' ``group_by_length`` sorts by), from one batched call of
+        the fast tokenizer; characters for a tokenizer that cannot count them."""
+        texts = list(raws)
+        if not texts:
+            return []
+        try:
+            enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=False,
+                                 return_attention_mask=False, return_token_type_ids=False)
+        except (TypeError, ValueError):
+            return [len(t) for t in texts]
+        return [len(ids) for ids in enc["input_ids"]]
 
     def layer_groups(self) -> List[LayerGroup]:
         layers = _transformer_layers(self.encoder)

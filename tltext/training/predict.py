@@ -22,7 +22,7 @@ def item_lengths(backbone, inputs) -> List[int]:
     """Per-item lengths for length grouping (0 for cached embeddings)."""
     if isinstance(inputs, torch.Tensor):
         return [0] * len(inputs)
-    return [backbone.length(x) for x in inputs]
+    return list(backbone.lengths(inputs))
 
 
 class Predictor:
