@@ -22,6 +22,7 @@ from . import objectives
 from .args import TUNINGS, DataArguments, ModelArguments, TrainArguments
 from .data import DataError, build_label_maps, encode_labels
 from .data.load import load_examples
+from .results import fitted_in_closed_form
 from .trainer import Split, Trainer, default_model, make_accelerator, public_args, quiet_progress_bars
 
 
@@ -176,11 +177,11 @@ def load_splits(modality: str, m: ModelArguments, d: DataArguments, t: TrainArgu
         train = load_examples(modality, d.train_file, d, True, d.train_filter, sr)
         label2id = build_label_maps(train.labels, d.train_file, d.label_column)
         y = encode_labels(train.labels, label2id, d.train_file, d.label_column)
+        names = [n for n, _ in sorted(label2id.items(), key=lambda kv: kv[1])]  # label id -> name
         idx = list(range(len(y)))
         if d.shots_per_class:
             from .data.fewshot import sample_k_shot
 
-            names = [n for n, _ in sorted(label2id.items(), key=lambda kv: kv[1])]
             idx = sample_k_shot(y, d.shots_per_class, t.seed, allow_fewer=d.allow_fewer_shots, source=d.train_file,
                                 names=names)
         elif d.max_train_samples and d.max_train_samples < len(idx):
@@ -194,7 +195,7 @@ def load_splits(modality: str, m: ModelArguments, d: DataArguments, t: TrainArgu
         elif d.validation_split_percentage > 0 and not d.shots_per_class:
             sub = [y[i] for i in idx]
             tr, va, info, source = held_out_validation(sub, d.validation_split_percentage, t.seed, d.train_file,
-                                                       names=[n for n, _ in sorted(label2id.items(), key=lambda kv: kv[1])])
+                                                       names=names)
             val_idx = [idx[i] for i in va]
             idx = [idx[i] for i in tr]
             splits["validation"] = Split([train.inputs[i] for i in val_idx], [y[i] for i in val_idx], source,
@@ -312,7 +313,7 @@ def print_summary(res: Dict[str, Any]) -> None:
     vs = res.get("validation_split") or {}
     val_note = ""
     best = (f" (best epoch {res['best_epoch']})" if isinstance(res.get("best_epoch"), int) and res["best_epoch"] >= 0
-            and not str(tr.get("fit", "")).startswith("full batch") else "")
+            and not fitted_in_closed_form(tr) else "")
     if "stratified" in vs:
         val_note = f"  [validation: {vs['size']} held out, " + ("stratified]" if vs["stratified"] else f"NOT stratified: {vs.get('reason')}]")
     lines += [

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from . import objectives
+from .results import fitted_in_closed_form
 
 PIPELINE_TAGS = {"text": "text-classification", "speech": "audio-classification", "image": "image-classification"}
 MODALITY_TAGS = {"text": ["text"], "speech": ["audio", "speech"], "image": ["image"]}
@@ -158,7 +159,7 @@ def validation_description(res: Dict[str, Any]) -> str:
         return _describe_data(a["validation_file"], a.get("validation_filter"))
     vs = res.get("validation_split") or {}
     pct = vs.get("percentage", a.get("validation_split_percentage") if "stratified" in vs else None)
-    if not pct and res.get("num_examples", {}).get("validation") and not a.get("validation_file"):
+    if not pct and res.get("num_examples", {}).get("validation"):
         return f"`eval_dataset` ({IN_MEMORY})"
     how = "stratified" if vs.get("stratified", True) else f"not stratified: {vs.get('reason', '?')}"
     train = _describe_data(a.get("train_file"), a.get("train_filter")) or IN_MEMORY
@@ -283,7 +284,7 @@ def _hyperparameters(res: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
     if config.get("adapter_dim") is not None:
         a["adapter_dim"] = config["adapter_dim"]
     tr = res.get("training") or {}
-    probe = str(tr.get("fit", "")).startswith("full batch") or str(tr.get("fit", "")).startswith("nothing trained")
+    probe = fitted_in_closed_form(tr) or str(tr.get("fit", "")).startswith("nothing trained")
     if "learning_rate" in a and tr.get("learning_rate"):  # the rates that ran, head and objective parts included
         objective_lr = (f", objective's own parts {tr['objective_learning_rate']:g}"
                         if tr.get("objective_learning_rate") is not None else "")
@@ -429,9 +430,9 @@ def render_card(res: Dict[str, Any], config: Optional[Dict[str, Any]] = None, re
     body += [f"{article} {modality} classifier trained with tltext on {backbone}: "
              f"{objective_text(res)}; {TUNING_TEXT.get(tuning, tuning)}.", ""]
     body += ["## Results", ""] + _results_table(res)
-    probe_fit = str((res.get("training") or {}).get("fit", "")).startswith("full batch")
     body += ["", f"Model selection: {res.get('selection', '?')}" + (f" (epoch {res['best_epoch']})."
-             if res.get("best_epoch") is not None and res["best_epoch"] >= 0 and not probe_fit else ".")]
+             if res.get("best_epoch") is not None and res["best_epoch"] >= 0
+             and not fitted_in_closed_form(res.get("training")) else ".")]
     ep = res.get("test_episodic")
     if ep:
         body += ["", f"Episodic test accuracy: {ep['accuracy']:.4f} +- {ep['ci95']:.4f} (95% CI, {ep['episodes']} "

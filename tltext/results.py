@@ -71,3 +71,13 @@ class RunArtifacts:
     is_main_process: bool = True
     raw_inputs: Dict[str, Any] = field(default_factory=dict)
     fresh_backbone: Optional[Callable[[], Any]] = None
+
+
+CLOSED_FORM_FIT = "full batch (scikit-learn lbfgs); no engine steps"
+
+
+def fitted_in_closed_form(training: Optional[Dict[str, Any]]) -> bool:
+    """Whether results.json ``training`` describes a head fitted in closed form (the linear
+    probe): no epochs, no optimiser steps, so no "selected epoch" either."""
+    return (training or {}).get("fit") == CLOSED_FORM_FIT
+

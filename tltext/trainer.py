@@ -33,7 +33,7 @@ import torch
 
 from . import objectives
 from .args import DataArguments, ModelArguments, TrainArguments
-from .results import RunArtifacts, RunResult
+from .results import CLOSED_FORM_FIT, RunArtifacts, RunResult
 
 SECRET_ARGS = ("hub_token",)
 
@@ -69,7 +69,6 @@ class PredictionOutput:
     labels: List[str]
 
 
-
 def _probe_c_choice(probe) -> str:
     """How the probe's C was chosen, for results.json and the summary."""
     if not probe.grid:
@@ -78,6 +77,7 @@ def _probe_c_choice(probe) -> str:
     if probe.cv_folds:
         return f"chosen from {grid} by {probe.cv_folds}-fold stratified cross-validation on the training split"
     return f"chosen from {grid} on the source validation split"
+
 
 class TrainerCallback:
     """A post-run step: ``on_train_end(result, artifacts)`` (may add warnings/extra)."""
@@ -668,7 +668,7 @@ class Trainer:
         probe = getattr(self, "_probe", None)
         if probe is not None:
             training.update(global_batch_size=None, optimizer_steps=None, steps_per_epoch=None,
-                            fit="full batch (scikit-learn lbfgs); no engine steps")
+                            fit=CLOSED_FORM_FIT)
             training["head"] = (f"linear probe: scikit-learn LogisticRegression (lbfgs, L2, C={probe.C:g} "
                                 + _probe_c_choice(probe)
                                 + (", then refitted on training + validation" if probe.refit else "")

@@ -109,7 +109,7 @@ def diagnose(a: argparse.Namespace) -> Dict[str, Any]:
         "target_file": a.target_file,
         "num_examples": {"source": len(src), "target": len(tgt)},
         "embedding_dim": int(es.shape[1]),
-        "a_distance": a_distance_from_error(e["error"]),
+        "a_distance": a_dist,
         "domain_classifier_error": e["error"],
         "a_distance_n_per_domain": e["n_per_domain"],
         "a_distance_standard_error": a_se,

@@ -8,7 +8,7 @@ Gradual unfreezing (ULMFiT): epoch e trains the head and the top e + 1 groups
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from torch import nn
 
