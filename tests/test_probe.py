@@ -102,3 +102,47 @@ def test_k_shot_flags_and_skewed_eval_subsets_are_named(tiny_bert_dir, tmp_path,
         _run(tiny_bert_dir, tmp_path, "--train_file", str(path), "--shots_per_class", "7")
     res = _run(tiny_bert_dir, tmp_path, "--train_file", str(path), "--test_file", str(path), "--max_eval_samples", "6")
     assert any(f"--max_eval_samples 6 keeps the first 6 rows of {path}: 1 of its 3 classes" in w for w in res["warnings"])
+
+
+def test_sentence_transformers_normalize_module_is_read_from_modules_json(minilm_path, tiny_bert_dir, tmp_path):
+    from tltext.backbones.text import sentence_transformers_normalizes
+
+    assert sentence_transformers_normalizes(minilm_path)  # all-MiniLM-L6-v2: Transformer, Pooling, Normalize
+    assert not sentence_transformers_normalizes(tiny_bert_dir)  # a plain transformers folder
+    (tmp_path / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "",
+                                                        "type": "sentence_transformers.models.Transformer"}]))
+    assert not sentence_transformers_normalizes(str(tmp_path))
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_probe_fits_on_unit_embeddings_when_the_checkpoint_normalizes(tiny_bert_dir, tmp_path, one_thread, normalize):
+    import shutil
+
+    from sklearn.linear_model import LogisticRegression
+    from transformers import AutoModelForSequenceClassification
+
+    import tltext  # noqa: F401 - registers the Auto classes
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_bert_dir, ckpt)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (ckpt / "modules.json").write_text(json.dumps(modules))
+    path = _intents(tmp_path, per_class=10)
+    res = _run(str(ckpt), tmp_path, "--train_file", str(path), "--test_file", str(path),
+               "--validation_split_percentage", "30")
+    assert ("unit-normalised (L2) sentence embeddings" in res["training"]["head"]) == normalize
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out" / "model").eval()
+    assert model.config.feature_norm == ("l2" if normalize else None)
+    texts = [json.loads(l)["text"] for l in path.read_text().splitlines()]
+    labels = [model.config.label2id[json.loads(l)["label"]] for l in path.read_text().splitlines()]
+    with torch.no_grad():
+        emb = model.encode(**model.backbone.collate(texts)).double()
+        logits = model(**model.backbone.collate(texts)).logits
+    x = torch.nn.functional.normalize(emb, dim=-1) if normalize else emb
+    # the saved head is scikit-learn's logistic regression on (unit) embeddings of train + validation
+    ref = LogisticRegression(C=res["history"][0]["probe_C"], max_iter=5000).fit(x.numpy(), labels)
+    np.testing.assert_allclose(model.classifier.weight.detach().numpy(), ref.coef_, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(logits.numpy(), x.float().numpy() @ ref.coef_.T + ref.intercept_, rtol=2e-3, atol=2e-3)

@@ -30,9 +30,13 @@ class TltextConfig(PretrainedConfig):
         head_dropout: float = 0.1,
         hidden_size: int = 0,
         tltext: Optional[Dict[str, Any]] = None,
+        feature_norm: Optional[str] = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        if feature_norm not in (None, "l2"):
+            raise ValueError(f"TltextConfig feature_norm must be None or 'l2'; got {feature_norm!r}")
+        self.feature_norm = feature_norm  # "l2": features scaled to unit length before the classifier
         self.backbone = backbone or {}
         self.adapter_dim = adapter_dim
         self.head_dropout = head_dropout
@@ -112,6 +116,11 @@ class TltextModel(PreTrainedModel):
         return self.adapter(embeddings)
 
     def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        """``[B, F]`` features -> ``[B, num_labels]`` logits; with ``config.feature_norm ==
+        "l2"`` the features are first scaled to unit L2 norm (a linear probe fitted on unit
+        sentence embeddings)."""
+        if getattr(self.config, "feature_norm", None) == "l2":
+            feats = nn.functional.normalize(feats, dim=-1)
         return self.classifier(self.dropout(feats))
 
     def forward(self, embeddings: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,

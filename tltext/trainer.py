@@ -461,9 +461,15 @@ class Trainer:
         # refit on training + validation only when the validation split was held out of the training
         # data (as LogisticRegressionCV refits on all folds); a validation file the user gave stays unseen
         held_out = "validation" in self.splits and "percentage" in (self.splits["validation"].info or {})
-        probe = fit_linear_probe(inputs["train"], self.splits["train"].labels, len(self.label2id),
-                                 inputs.get("validation"), self._labels("validation"), val_score,
+        # a checkpoint whose embedding is the unit vector (sentence-transformers Normalize) is probed on
+        # unit vectors, as its users compare them; the saved model normalises the same way (feature_norm)
+        unit = bool(getattr(model.backbone, "unit_norm_embeddings", False))
+        norm = (lambda x: torch.nn.functional.normalize(x.float(), dim=-1)) if unit else (lambda x: x)
+        val_x = inputs.get("validation")
+        probe = fit_linear_probe(norm(inputs["train"]), self.splits["train"].labels, len(self.label2id),
+                                 None if val_x is None else norm(val_x), self._labels("validation"), val_score,
                                  class_weight=t.class_weights, seed=t.seed, refit=held_out)
+        model.config.feature_norm = "l2" if unit else None
         with torch.no_grad():
             model.classifier.weight.copy_(probe.weight)
             model.classifier.bias.copy_(probe.bias)
@@ -672,7 +678,11 @@ class Trainer:
             training["head"] = (f"linear probe: scikit-learn LogisticRegression (lbfgs, L2, C={probe.C:g} "
                                 + _probe_c_choice(probe)
                                 + (", then refitted on training + validation" if probe.refit else "")
-                                + "), fitted to convergence; --learning_rate/--num_train_epochs do not apply")
+                                + "), fitted to convergence"
+                                + (" on the unit-normalised (L2) sentence embeddings, as the checkpoint's "
+                                   "sentence-transformers pipeline (Normalize) defines them"
+                                   if self.model is not None and self.model.config.feature_norm == "l2" else "")
+                                + "; --learning_rate/--num_train_epochs do not apply")
             if probe.max_iter_reached:
                 self._warnings.append("linear probe: lbfgs stopped at max_iter before converging")
             selection = ("none (C = 1: no validation split, and a class with one example cannot be cross-validated)"

@@ -44,6 +44,12 @@ class Backbone(nn.Module):
     #: Backbones rebuilt by ``from_config_dict`` keep True: the checkpoint being
     #: loaded supplies the weights.
     pretrained_weights_loaded: bool = True
+    #: True when the checkpoint defines its embedding as L2-normalised (a
+    #: sentence-transformers folder whose ``modules.json`` ends in ``Normalize``,
+    #: as all-MiniLM-L6-v2's does). The pooled output stays unnormalised (the
+    #: features every objective trains on); the frozen linear probe fits on the
+    #: unit vectors the checkpoint was trained to compare (``TltextConfig.feature_norm``).
+    unit_norm_embeddings: bool = False
 
     @property
     def hidden_size(self) -> int:  # pragma: no cover - interface

@@ -14,6 +14,33 @@ from .base import Backbone, LayerGroup
 from .pooling import pool
 
 
+def sentence_transformers_normalizes(name_or_path: str) -> bool:
+    """True when ``name_or_path`` is a sentence-transformers checkpoint whose pipeline
+    (``modules.json``) includes ``sentence_transformers.models.Normalize``: its sentence
+    embedding is the L2-normalised pooled output. Reads the local folder, or for a Hub id
+    only the local Hub cache (no network); False when there is no such file."""
+    import json
+    import os
+
+    path = os.path.join(name_or_path, "modules.json")
+    if not os.path.isfile(path):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name_or_path, "modules.json")
+        except Exception:  # not a repo id (e.g. a missing local path): no pipeline to read
+            cached = None
+        path = cached if isinstance(cached, str) else ""
+    if not path:
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            modules = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return any(str(m.get("type", "")).endswith("models.Normalize") for m in modules if isinstance(m, dict))
+
+
 def _transformer_layers(model: nn.Module) -> nn.ModuleList:
     """The encoder's stack of transformer blocks (the longest ModuleList)."""
     best = None
@@ -77,7 +104,7 @@ class TextBackbone(Backbone):
     padding_invariant = True  # masked attention + masked pooling: pad tokens are never attended or pooled
 
     def __init__(self, encoder: nn.Module, tokenizer, pooling: str = "mean", max_length: Optional[int] = None,
-                 pretrained_weights_loaded: bool = True):
+                 pretrained_weights_loaded: bool = True, unit_norm_embeddings: bool = False):
         """``max_length`` is clamped to the positions the model supports (a warning
         says so; ``self.max_length`` is the effective length, saved in ``config_dict``).
 
@@ -92,6 +119,7 @@ class TextBackbone(Backbone):
         self.pooling = pooling
         self.max_length = check_max_length(max_length, encoder, tokenizer)
         self.pretrained_weights_loaded = bool(pretrained_weights_loaded)
+        self.unit_norm_embeddings = bool(unit_norm_embeddings)
         names = set(inspect.signature(encoder.forward).parameters)
         self._input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names]
 
@@ -100,7 +128,8 @@ class TextBackbone(Backbone):
     def from_pretrained(cls, name_or_path: str, pooling: str = "mean", max_length: Optional[int] = None, **_: Any) -> "TextBackbone":
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         encoder = AutoModel.from_pretrained(name_or_path)
-        return cls(encoder, tokenizer, pooling=pooling, max_length=max_length)
+        return cls(encoder, tokenizer, pooling=pooling, max_length=max_length,
+                   unit_norm_embeddings=sentence_transformers_normalizes(name_or_path))
 
     @classmethod
     def from_config_dict(cls, cfg: Dict[str, Any], preprocessor_dir: str | None = None) -> "TextBackbone":
@@ -109,7 +138,8 @@ class TextBackbone(Backbone):
         config = AutoConfig.for_model(enc_cfg.pop("model_type"), **enc_cfg)
         encoder = AutoModel.from_config(config)
         tokenizer = AutoTokenizer.from_pretrained(preprocessor_dir or cfg["name_or_path"])
-        return cls(encoder, tokenizer, pooling=cfg.get("pooling", "mean"), max_length=cfg.get("max_length", 128))
+        return cls(encoder, tokenizer, pooling=cfg.get("pooling", "mean"), max_length=cfg.get("max_length", 128),
+                   unit_norm_embeddings=bool(cfg.get("unit_norm_embeddings", False)))
 
     def config_dict(self) -> Dict[str, Any]:
         enc = self.encoder.config.to_dict()
@@ -120,6 +150,7 @@ class TextBackbone(Backbone):
             "name_or_path": getattr(self.encoder.config, "_name_or_path", ""),
             "pooling": self.pooling,
             "max_length": self.max_length,
+            "unit_norm_embeddings": self.unit_norm_embeddings,
             "encoder": enc,
         }
 
