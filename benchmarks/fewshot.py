@@ -7,7 +7,7 @@ and must match), tested on the full 3,080-row test split. Each run is the text r
 one torch thread (OMP_NUM_THREADS=1, as the peers), with every flag at its default
 except those listed per strategy: prototypes_frozen (`--objective prototypes --tuning frozen`: the cosine
 nearest centroid, nothing trains), probe_frozen (`--objective erm --tuning frozen`: the logistic-regression
-probe), contrastive_full (`--objective contrastive --tuning full`: SupCon fine-tuning then the fitted head).
+probe, on the unit-normalised embeddings since the checkpoint's Normalize is read), contrastive_full (`--objective contrastive --tuning full`: SupCon fine-tuning then the fitted head).
 The frozen strategies share one embedding cache (the test split is encoded once, by the first frozen run, as
 the peers' centroid/logreg share one test encoding); contrastive encodes with its tuned encoder. Wall s = the
 whole process (model load, K-shot draw, training, encoding and scoring the test split); train s =
