@@ -353,16 +353,17 @@ def test_card_hyperparameters_are_the_ones_that_ran():
     assert "| learning_rate | 0.0001 (head 0.0001, objective's own parts 0.001) |" in card
     assert "| selection | source validation split |" in card and "| selected epoch | 1 |" in card
     probe = {**base, "objective": "erm", "tuning": "frozen", "best_epoch": 0,
-             "selection": "4-fold stratified cross-validation on the training split (C of the logistic-regression probe)",
+             "selection": "4-fold stratified cross-validation on training + held-out validation (C of the "
+                          "logistic-regression probe)",
              "num_examples": {"train": 9, "validation": 3, "fitted_on": 12},
              "training": {"fit": "full batch (scikit-learn lbfgs); no engine steps", "head": "linear probe: ..."},
              "args": {**base["args"], "objective": "erm", "tuning": "frozen"}}
     card = render_card(probe, {"backbone": {"type": "text"}})
     for row in ("| learning_rate |", "| num_train_epochs |", "| selected epoch |", "(epoch 0)"):
         assert row not in card, row
-    assert "| selection | 4-fold stratified cross-validation on the training split" in card
-    assert "Trained on 12 labelled examples (the 9 training examples, then, once C was chosen on the validation " \
-           "split, refitted with its 3 examples too)" in card
+    assert "| selection | 4-fold stratified cross-validation on training + held-out validation" in card
+    assert "Trained on 12 labelled examples (the 9 training examples and the 3 held out for validation, pooled " \
+           "into the probe's final fit)" in card
     no_val = {**base, "best_epoch": -1, "selection": "last epoch (no validation data)"}
     card = render_card(no_val, {"backbone": {"type": "text"}})
     assert "-1" not in card and "Model selection: last epoch (no validation data)." in card

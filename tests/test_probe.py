@@ -78,13 +78,30 @@ def _run(tiny_bert_dir, tmp_path, *flags):
                                   "--cache_dir", str(tmp_path / "c"), "--disable_tqdm", "--report", "False", *flags])
 
 
-def test_probe_refits_on_a_held_out_split_but_never_on_a_validation_file(tiny_bert_dir, tmp_path, one_thread, capsys):
+def test_probe_pools_a_held_out_split_for_cv_but_never_a_validation_file(tiny_bert_dir, tmp_path, one_thread, capsys):
+    from sklearn.linear_model import LogisticRegression
+    from transformers import AutoModelForSequenceClassification
+
+    import tltext  # noqa: F401 - registers the Auto classes
+
     path = _intents(tmp_path, per_class=10)
     res = _run(tiny_bert_dir, tmp_path, "--train_file", str(path), "--test_file", str(path),
-               "--validation_split_percentage", "30")
+               "--validation_split_percentage", "30", "--seed", "3")
     n = res["num_examples"]
-    assert n["fitted_on"] == n["train"] + n["validation"] == 30 and "then refitted" in res["training"]["head"]
-    assert "the saved probe was refitted on 30: training + held-out validation" in capsys.readouterr().out
+    assert n["fitted_on"] == n["train"] + n["validation"] == 30
+    assert "5-fold stratified cross-validation on training + held-out validation" in res["training"]["head"]
+    assert res["selection"].startswith("5-fold stratified cross-validation on training + held-out validation")
+    assert "the saved probe was fitted on all 30: training + held-out validation" in capsys.readouterr().out
+    C, cv = res["history"][0]["probe_C"], {k: v for k, v in res["history"][0].items() if k.startswith("cv_")}
+    assert len(cv) == len(C_GRID) and C == max(C_GRID, key=lambda c: (cv[f"cv_accuracy@C={c:g}"], -c))
+    assert res["validation"]["accuracy"] == cv[f"cv_accuracy@C={C:g}"] and "cross-validated" in res["validation"]["note"]
+    # the saved head is scikit-learn's logistic regression at that C on all 30 examples
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out" / "model").eval()
+    rows = [json.loads(l) for l in path.read_text().splitlines()]
+    with torch.no_grad():
+        x = model.encode(**model.backbone.collate([r["text"] for r in rows])).double().numpy()
+    ref = LogisticRegression(C=C, max_iter=5000).fit(x, [model.config.label2id[r["label"]] for r in rows])
+    np.testing.assert_allclose(model.classifier.weight.detach().numpy(), ref.coef_, rtol=2e-3, atol=2e-3)
     res = _run(tiny_bert_dir, tmp_path, "--train_file", str(path), "--test_file", str(path),
                "--shots_per_class", "2", "--validation_file", str(path))
     assert "fitted_on" not in res["num_examples"] and "refitted" not in res["training"]["head"]

@@ -293,8 +293,7 @@ def print_summary(res: Dict[str, Any]) -> None:
         lines.append(f"evaluation only: nothing trained  |  classes: {len(res['label_names'])}")
     else:
         fitted = res["num_examples"].get("fitted_on")
-        refit = (f" (the saved probe was refitted on {fitted}: training + held-out validation, once C was chosen)"
-                 if fitted else "")
+        refit = f" (the saved probe was fitted on all {fitted}: training + held-out validation)" if fitted else ""
         lines.append(f"train: {res['num_examples'].get('train')} examples from {a['train_file']}{refit}  |  "
                      f"classes: {len(res['label_names'])}")
     if tr.get("fit"):
@@ -319,7 +318,7 @@ def print_summary(res: Dict[str, Any]) -> None:
     lines += [
         f"selection: {res['selection']}{best}{val_note}",
         f"validation: {_metric_line(res.get('validation'), keys)}"
-        + ("   (the probe fitted on the training split only, before the refit)"
+        + (f"   ({res['validation']['note']})"
            if (res.get("validation") or {}).get("note") and res["num_examples"].get("fitted_on") else ""),
         f"test:       {_metric_line(res.get('test'), keys)}" + (f"   ({a['test_file']})" if a.get("test_file") else ""),
     ]

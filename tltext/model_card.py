@@ -362,8 +362,8 @@ def _limitations(res: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
     n = res.get("num_examples", {})
     if n.get("train") is not None:
         fitted = n.get("fitted_on")
-        trained = (f"Trained on {fitted} labelled examples (the {n['train']} training examples, then, once C was "
-                   f"chosen on the validation split, refitted with its {fitted - n['train']} examples too)"
+        trained = (f"Trained on {fitted} labelled examples (the {n['train']} training examples and the "
+                   f"{fitted - n['train']} held out for validation, pooled into the probe's final fit)"
                    if fitted and fitted != n["train"] else f"Trained on {n['train']} labelled examples")
         out.append(f"{trained}; it only predicts the {len(res.get('label_names', []))} labels listed below.")
     if modality == "speech":

@@ -72,10 +72,11 @@ class PredictionOutput:
 def _probe_c_choice(probe) -> str:
     """How the probe's C was chosen, for results.json and the summary."""
     if not probe.grid:
-        return "(scikit-learn's default: no validation split, and a class with one example cannot be cross-validated)"
+        return "(scikit-learn's default: no validation file, and a class with one labelled example cannot be cross-validated)"
     grid = ", ".join(probe.grid)
     if probe.cv_folds:
-        return f"chosen from {grid} by {probe.cv_folds}-fold stratified cross-validation on the training split"
+        where = "training + held-out validation" if probe.refit else "the training split"
+        return f"chosen from {grid} by {probe.cv_folds}-fold stratified cross-validation on {where}"
     return f"chosen from {grid} on the source validation split"
 
 
@@ -458,17 +459,21 @@ class Trainer:
         def val_score(logits, labels):
             return score(logits, labels, self.label_names, (metric,))[metric]
 
-        # refit on training + validation only when the validation split was held out of the training
-        # data (as LogisticRegressionCV refits on all folds); a validation file the user gave stays unseen
-        held_out = "validation" in self.splits and "percentage" in (self.splits["validation"].info or {})
         # a checkpoint whose embedding is the unit vector (sentence-transformers Normalize) is probed on
         # unit vectors, as its users compare them; the saved model normalises the same way (feature_norm)
         unit = bool(getattr(model.backbone, "unit_norm_embeddings", False))
         norm = (lambda x: torch.nn.functional.normalize(x.float(), dim=-1)) if unit else (lambda x: x)
-        val_x = inputs.get("validation")
-        probe = fit_linear_probe(norm(inputs["train"]), self.splits["train"].labels, len(self.label2id),
-                                 None if val_x is None else norm(val_x), self._labels("validation"), val_score,
-                                 class_weight=t.class_weights, seed=t.seed, refit=held_out)
+        x, y = norm(inputs["train"]), list(self.splits["train"].labels)
+        val_x, val_y = inputs.get("validation"), self._labels("validation")
+        # a validation split held out of the training data goes back in: C by stratified CV over all
+        # the labelled examples, then one fit on all of them (LogisticRegressionCV), instead of trusting
+        # one small split; a validation file the user gave stays unseen and chooses C
+        pooled = val_x is not None and "percentage" in (self.splits["validation"].info or {})
+        if pooled:
+            x, y, val_x, val_y = torch.cat([x, norm(val_x)]), y + list(val_y), None, None
+        probe = fit_linear_probe(x, y, len(self.label2id), None if val_x is None else norm(val_x), val_y, val_score,
+                                 class_weight=t.class_weights, seed=t.seed)
+        probe.refit = pooled
         model.config.feature_norm = "l2" if unit else None
         with torch.no_grad():
             model.classifier.weight.copy_(probe.weight)
@@ -539,10 +544,12 @@ class Trainer:
                     metrics, logits[name] = self._score(model, inputs, name)
                     setattr(res, name, metrics)
             if getattr(self, "_probe", None) is not None and self._probe.refit:
-                metric = self.t.metric_for_best_model
-                res.validation = {metric: self._probe.grid.get(f"{self._probe.C:g}"),
-                                  "note": f"{metric} of the probe fitted on the training split only (the one that "
-                                          "chose C); the saved probe was then refitted on training + validation"}
+                metric, k = self.t.metric_for_best_model, self._probe.cv_folds
+                res.validation = ({metric: self._probe.grid.get(f"{self._probe.C:g}"),
+                                   "note": f"mean {k}-fold cross-validated {metric} over training + held-out "
+                                           "validation at the chosen C; the saved probe was fitted on all of them"}
+                                  if k else {"note": "the held-out validation split was pooled into the probe's "
+                                                     "training data (C = 1: nothing left to validate on)"})
             if t.eval_episodes and "test" in inputs:
                 res.test_episodic = self._episodic(model, inputs["test"], self.splits["test"].labels)
         except Exception as e:  # noqa: BLE001 - the model is saved: say what failed, keep it
@@ -677,7 +684,7 @@ class Trainer:
                             fit=CLOSED_FORM_FIT)
             training["head"] = (f"linear probe: scikit-learn LogisticRegression (lbfgs, L2, C={probe.C:g} "
                                 + _probe_c_choice(probe)
-                                + (", then refitted on training + validation" if probe.refit else "")
+                                + (", then fitted on all of them" if probe.refit else "")
                                 + "), fitted to convergence"
                                 + (" on the unit-normalised (L2) sentence embeddings, as the checkpoint's "
                                    "sentence-transformers pipeline (Normalize) defines them"
@@ -685,10 +692,11 @@ class Trainer:
                                 + "; --learning_rate/--num_train_epochs do not apply")
             if probe.max_iter_reached:
                 self._warnings.append("linear probe: lbfgs stopped at max_iter before converging")
-            selection = ("none (C = 1: no validation split, and a class with one example cannot be cross-validated)"
+            selection = ("none (C = 1: no validation file, and a class with one labelled example cannot be cross-validated)"
                          if not probe.grid else
-                         f"{probe.cv_folds}-fold stratified cross-validation on the training split (C of the "
-                         "logistic-regression probe)" if probe.cv_folds else
+                         f"{probe.cv_folds}-fold stratified cross-validation on "
+                         + ("training + held-out validation" if probe.refit else "the training split")
+                         + " (C of the logistic-regression probe)" if probe.cv_folds else
                          "source validation split (C of the logistic-regression probe)")
         res = RunResult(
             modality=self.modality, objective=m.objective, tuning=m.tuning, base_model=self.base_model,

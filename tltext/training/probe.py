@@ -3,9 +3,10 @@
 Over cached embeddings a linear head is a convex problem, so tltext solves it the
 way scikit-learn does instead of running SGD epochs: an L2-regularised multinomial
 logistic regression (``sklearn.linear_model.LogisticRegression``, lbfgs, to
-convergence), with C chosen from ``C_GRID`` on the labelled source validation split
-(no target labels), or, without one (a K-shot support set), by stratified k-fold
-cross-validation on the training examples, as ``LogisticRegressionCV`` does. The result
+convergence), with C chosen from ``C_GRID`` on a labelled source validation file (no
+target labels), or otherwise by stratified k-fold cross-validation on the training
+examples, as ``LogisticRegressionCV`` does (the engine pools a validation split it held
+out of the training data back into them first, so no labelled example is unused). The result
 does not depend on the batch size or the number of processes (every process fits the
 same data deterministically)."""
 from __future__ import annotations
@@ -30,7 +31,7 @@ class ProbeFit:
     C: float
     grid: Dict[str, float] = field(default_factory=dict)
     max_iter_reached: bool = False
-    refit: bool = False
+    refit: bool = False  # set by the engine: fitted on training + the held-out validation split, pooled
     cv_folds: int = 0  # > 0: C was chosen by stratified cross-validation on the training examples
 
 
@@ -54,17 +55,14 @@ def _fit(x: np.ndarray, y: np.ndarray, C: float, num_classes: int, class_weight,
 
 def fit_linear_probe(x: torch.Tensor, y: Sequence[int], num_classes: int, val_x: Optional[torch.Tensor] = None,
                      val_y: Optional[Sequence[int]] = None, score=None, class_weight: Optional[str] = None,
-                     seed: int = 0, grid: Sequence[float] = C_GRID, refit: bool = False,
-                     cv_folds: int = 5) -> ProbeFit:
+                     seed: int = 0, grid: Sequence[float] = C_GRID, cv_folds: int = 5) -> ProbeFit:
     """Fit the head on ``x`` ``[N, H]`` / ``y`` ``[N]``; with a validation split, C is the
     grid value whose head scores best by ``score(logits [M, C], val_y) -> float`` (ties:
     the smaller C). Without one, C is chosen by stratified ``min(cv_folds, rarest class
     count)``-fold cross-validation on the training examples (mean ``score``, accuracy when
     ``score`` is None; shuffled by ``seed``) and the head is fitted on all of them, as
     ``sklearn.linear_model.LogisticRegressionCV`` does; C = 1 (scikit-learn's default) when
-    ``cv_folds`` < 2 or a class has a single example. ``refit``: once C is chosen on the
-    validation split, fit again on the training and validation examples together, so no
-    labelled example is left unused."""
+    ``cv_folds`` < 2 or a class has a single example."""
     xn, yn = x.double().numpy(), np.asarray(y)
     cw = "balanced" if class_weight == "balanced" else None
     if score is None:
@@ -85,11 +83,8 @@ def fit_linear_probe(x: torch.Tensor, y: Sequence[int], num_classes: int, val_x:
         logits = torch.from_numpy(val_x.double().numpy() @ w.T + b)
         results.append((C, w, b, float(score(logits, val_y)), capped))
     C, w, b, _, capped = max(results, key=lambda r: (r[3], -r[0]))
-    if refit:  # C chosen: fit on every labelled example
-        xa = np.concatenate([xn, val_x.double().numpy()])
-        w, b, capped = _fit(xa, np.concatenate([yn, np.asarray(val_y)]), C, num_classes, cw, seed)
     return ProbeFit(torch.tensor(w, dtype=torch.float32), torch.tensor(b, dtype=torch.float32), C,
-                    {f"{r[0]:g}": r[3] for r in results}, capped, bool(refit))
+                    {f"{r[0]:g}": r[3] for r in results}, capped)
 
 
 def _accuracy(logits: torch.Tensor, labels: Sequence[int]) -> float:
