@@ -364,6 +364,15 @@ def test_card_hyperparameters_are_the_ones_that_ran():
     assert "| selection | 4-fold stratified cross-validation on training + held-out validation" in card
     assert "Trained on 12 labelled examples (the 9 training examples and the 3 held out for validation, pooled " \
            "into the probe's final fit)" in card
+    # its validation score is cross-validated over all 12: the card must not call it a held-out split
+    pooled = {**probe, "validation": {"accuracy": 0.75, "note": "mean 4-fold cross-validated accuracy over training "
+                                      "+ held-out validation at the chosen C; the saved probe was fitted on all of them"}}
+    card = render_card(pooled, {"backbone": {"type": "text"}})
+    assert "| source cross-validation (training + held-out validation) | local `x.jsonl`, all labelled examples, pooled | 12 " \
+           "| 0.7500 |" in card and "| source validation |" not in card
+    assert "source cross-validation (training + held-out validation) accuracy" in card  # model-index metric name
+    assert "- labelled source (train): local `x.jsonl`, 9 examples (the probe was fitted on 12: these and the held-out " \
+           "validation split)" in card
     no_val = {**base, "best_epoch": -1, "selection": "last epoch (no validation data)"}
     card = render_card(no_val, {"backbone": {"type": "text"}})
     assert "-1" not in card and "Model selection: last epoch (no validation data)." in card

@@ -1,6 +1,7 @@
 """The linear probe's choice of C: on the validation split when there is one, else by
 stratified cross-validation on the training examples, as scikit-learn's own CV search."""
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -36,15 +37,21 @@ def test_no_validation_split_chooses_c_as_sklearn_grid_search_cv_does():
     np.testing.assert_allclose(probe.weight.numpy(), ref.coef_, rtol=1e-3, atol=1e-3)
 
 
-def test_folds_follow_the_rarest_class_and_one_example_falls_back_to_c_1():
+def test_folds_follow_the_rarest_class_singletons_stay_and_only_all_singletons_fall_back_to_c_1():
     x, y = _blobs(n_per_class=3)
     assert fit_linear_probe(x, y.tolist(), 4).cv_folds == 3
     y1 = y.copy()
     y1[0] = 3  # class 0 keeps 2 examples
     assert fit_linear_probe(x, y1.tolist(), 4).cv_folds == 2
-    x2, y2 = torch.cat([x, x[:1]]), np.concatenate([y, [4]])  # class 4: a single example
-    p = fit_linear_probe(x2, y2.tolist(), 5)
-    assert (p.C, p.cv_folds, p.grid) == (1.0, 0, {})
+    # class 4: a single example; C is still cross-validated over the others, and class 4 stays predictable
+    x2, y2 = torch.cat([x, x[:1] + 10.0]), np.concatenate([y, [4]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "least populated class" warning escapes
+        p = fit_linear_probe(x2, y2.tolist(), 5)
+    assert p.cv_folds == 3 and len(p.grid) == len(C_GRID)
+    assert int((x2[-1:] @ p.weight.T + p.bias).argmax()) == 4
+    singletons = fit_linear_probe(x[:4], [0, 1, 2, 3], 4)
+    assert (singletons.C, singletons.cv_folds, singletons.grid) == (1.0, 0, {})
     assert fit_linear_probe(x, y.tolist(), 4, cv_folds=0).C == 1.0
 
 
@@ -163,3 +170,16 @@ def test_probe_fits_on_unit_embeddings_when_the_checkpoint_normalizes(tiny_bert_
     ref = LogisticRegression(C=res["history"][0]["probe_C"], max_iter=5000).fit(x.numpy(), labels)
     np.testing.assert_allclose(model.classifier.weight.detach().numpy(), ref.coef_, rtol=2e-3, atol=2e-3)
     np.testing.assert_allclose(logits.numpy(), x.float().numpy() @ ref.coef_.T + ref.intercept_, rtol=2e-3, atol=2e-3)
+
+
+def test_negative_transfer_guard_keeps_the_validation_split_unseen_by_the_probe(tiny_bert_dir, tmp_path, one_thread):
+    """--compare_source_only scores both models on the source validation split, so the
+    source-only probe must not have been fitted on it (no pooling, C chosen on it)."""
+    path = _intents(tmp_path, per_class=10)
+    res = _run(tiny_bert_dir, tmp_path, "--train_file", str(path), "--test_file", str(path), "--target_file",
+               str(path), "--objective", "mmd", "--compare_source_only", "--validation_split_percentage", "30",
+               "--num_train_epochs", "1")
+    assert "fitted_on" not in res["num_examples"] and res["num_examples"]["validation"] == 9
+    kept = res["negative_transfer_guard"]["kept"]
+    if kept == "source_only":  # the card/summary then describe the probe that was kept, not the adapted run
+        assert "linear probe" in res["training"]["head"] and res["training"]["optimizer_steps"] is None

@@ -94,7 +94,8 @@ class DataArguments:
     shots_per_class: Optional[int] = field(default=None, metadata={"help": "Build a K-shot training set (stratified, by seed)."})
     allow_fewer_shots: bool = field(default=False)
     max_train_samples: Optional[int] = field(default=None)
-    max_eval_samples: Optional[int] = field(default=None)
+    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Score only the first N rows of "
+                                            "--test_file (the validation data is not truncated)."})
     cache_dir: Optional[str] = field(default=None, metadata={"help": "Embedding cache (default $TLTEXT_CACHE or ~/.cache/tltext)."})
 
 
@@ -111,9 +112,10 @@ class TrainArguments:
                            "from the linear probe on the pretrained embeddings (LP-FT, Kumar et al. 2022; head lr = "
                            "--learning_rate unless --head_learning_rate), 'random' from a random head (head lr 10x)."})
     linear_probe: bool = field(default=True, metadata={"help": "--tuning frozen with plain cross-entropy and no adapter: "
-                               "fit the head to convergence as a logistic regression (scikit-learn lbfgs, C chosen on "
-                               "the source validation split, else by stratified cross-validation on the training "
-                               "examples) instead of --num_train_epochs of AdamW."})
+                               "fit the head to convergence as a logistic regression (scikit-learn lbfgs; C chosen on "
+                               "--validation_file when given, else by stratified 5-fold cross-validation on the "
+                               "labelled examples, a held-out validation split pooled back in) instead of "
+                               "--num_train_epochs of AdamW."})
     max_train_steps: Optional[int] = field(default=None)
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Examples per process per step, as in "
                                              "the Hugging Face examples: the global batch is this x processes x "

@@ -213,7 +213,8 @@ def load_splits(modality: str, m: ModelArguments, d: DataArguments, t: TrainArgu
             kept, every = len(set(ys[: d.max_eval_samples])), len(set(ys))
             if kept < every:  # the first N rows of a file sorted by label
                 warnings.warn(f"--max_eval_samples {d.max_eval_samples} keeps the first {d.max_eval_samples} rows of "
-                              f"{d.test_file}: {kept} of its {every} classes; macro scores cover those only "
+                              f"{d.test_file}: {kept} of its {every} classes; macro scores average over those and over any "
+                              "other class predicted on them (each scoring 0) "
                               "(shuffle the file for a representative subset)")
             test = test.subset(range(d.max_eval_samples))
             ys = ys[: d.max_eval_samples]

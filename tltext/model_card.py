@@ -166,12 +166,23 @@ def validation_description(res: Dict[str, Any]) -> str:
     return f"{train}, {pct:g}% held out ({how})" if pct else train
 
 
+def pooled_cv(res: Dict[str, Any]) -> bool:
+    """True when the frozen probe pooled its held-out validation split into training: the
+    reported validation score is then a cross-validated one over all those examples."""
+    return bool(res.get("num_examples", {}).get("fitted_on")) and "cross-validated" in str(
+        (res.get("validation") or {}).get("note", ""))
+
+
+def _validation_title(res: Dict[str, Any]) -> str:
+    return "source cross-validation (training + held-out validation)" if pooled_cv(res) else "source validation"
+
+
 def eval_results(res: Dict[str, Any]) -> List[EvalResult]:
     """model-index entries: source validation and (target) test, values as in results.json."""
     a = res.get("args", {})
     task = PIPELINE_TAGS.get(res.get("modality", ""), "text-classification")
     oracle = " (ORACLE selection on these labels)" if res.get("oracle") else ""
-    entries = [("validation", "source validation", a.get("validation_file") or a.get("train_file"), ""),
+    entries = [("validation", _validation_title(res), a.get("validation_file") or a.get("train_file"), ""),
                ("test", eval_split_title(res), a.get("test_file"), oracle)]
     out: List[EvalResult] = []
     for split, title, data, note in entries:
@@ -218,7 +229,10 @@ def _fmt(v: Any) -> str:
 def _results_table(res: Dict[str, Any]) -> List[str]:
     a = res.get("args", {})
     n = res.get("num_examples", {})
-    rows = [("source validation", validation_description(res), n.get("validation"), res.get("validation")),
+    val = ((_validation_title(res), f"{_describe_data(a.get('train_file'), a.get('train_filter')) or IN_MEMORY}, "
+            "all labelled examples, pooled", n.get("fitted_on"), res.get("validation")) if pooled_cv(res) else
+           ("source validation", validation_description(res), n.get("validation"), res.get("validation")))
+    rows = [val,
             (eval_split_title(res), _describe_data(a.get("test_file"), a.get("test_filter")) or IN_MEMORY, n.get("test"),
              res.get("test"))]
     if res.get("source_only", {}).get("test"):
@@ -448,7 +462,10 @@ def render_card(res: Dict[str, Any], config: Optional[Dict[str, Any]] = None, re
                  "test_file": "test"}[key]
         count = res.get("num_examples", {}).get(split)
         if a.get(key):
-            body.append(f"- {label}: {_describe_data(a[key], a.get(filt))}" + (f", {count} examples" if count else ""))
+            pooled = (f" (the probe was fitted on {res['num_examples']['fitted_on']}: these and the held-out "
+                      "validation split)" if split == "train" and res.get("num_examples", {}).get("fitted_on") else "")
+            body.append(f"- {label}: {_describe_data(a[key], a.get(filt))}" + (f", {count} examples" if count else "")
+                        + pooled)
         elif count and api and not (split == "validation" and (res.get("validation_split") or {}).get("percentage")):
             body.append(f"- {label}: `{api}` passed to `tltext.Trainer` ({IN_MEMORY}), {count} examples")
     body += ["", "## Training procedure", ""] + _what_ran(res) + _hyperparameters(res, config)

@@ -72,7 +72,7 @@ class PredictionOutput:
 def _probe_c_choice(probe) -> str:
     """How the probe's C was chosen, for results.json and the summary."""
     if not probe.grid:
-        return "(scikit-learn's default: no validation file, and a class with one labelled example cannot be cross-validated)"
+        return "(scikit-learn's default: no validation file, and no class has two labelled examples to cross-validate)"
     grid = ", ".join(probe.grid)
     if probe.cv_folds:
         where = "training + held-out validation" if probe.refit else "the training split"
@@ -442,6 +442,11 @@ class Trainer:
         self._install_head(model, objective, inputs)
         return model, fit, inputs
 
+    def _fit_state(self) -> tuple:
+        """How the last ``_train_one`` fitted its head (probe, LP-FT init, nothing trained,
+        learning rates), restored when the guard keeps the source-only model."""
+        return self._probe, self._head_init, self._nothing_trained, getattr(self, "_learning_rates", None)
+
     def _is_probe(self, m: ModelArguments, model, objective) -> bool:
         return bool(self.t.linear_probe and m.tuning == "frozen" and not model.config.adapter_dim
                     and objective.plain_cross_entropy)
@@ -468,7 +473,9 @@ class Trainer:
         # a validation split held out of the training data goes back in: C by stratified CV over all
         # the labelled examples, then one fit on all of them (LogisticRegressionCV), instead of trusting
         # one small split; a validation file the user gave stays unseen and chooses C
-        pooled = val_x is not None and "percentage" in (self.splits["validation"].info or {})
+        # (not under --compare_source_only: the guard scores both models on that split, so it stays unseen)
+        pooled = (val_x is not None and "percentage" in (self.splits["validation"].info or {})
+                  and not t.compare_source_only)
         if pooled:
             x, y, val_x, val_y = torch.cat([x, norm(val_x)]), y + list(val_y), None, None
         probe = fit_linear_probe(x, y, len(self.label2id), None if val_x is None else norm(val_x), val_y, val_score,
@@ -517,6 +524,7 @@ class Trainer:
             if t.compare_source_only:
                 so_backbone = backbone if m.tuning == "frozen" else copy.deepcopy(backbone)
                 so_model, so_fit, so_inputs = self._train_one(replace(m, objective="erm"), so_backbone)
+                so_state = self._fit_state()
                 source_only = {k: self._score(so_model, so_inputs, k)[0] for k in ("validation", "test")
                                if k in self.splits}
                 source_only["timing"] = {"train_seconds": so_fit.train_seconds}
@@ -528,6 +536,7 @@ class Trainer:
             guard = self._guard(so_model, so_inputs, model, inputs)
             if guard["kept"] == "source_only":
                 model, fit, inputs = so_model, so_fit, so_inputs
+                self._probe, self._head_init, self._nothing_trained, self._learning_rates = so_state
         self.model = model
         res = self._result(fit)
         if guard is not None:
@@ -682,7 +691,8 @@ class Trainer:
         if probe is not None:
             training.update(global_batch_size=None, optimizer_steps=None, steps_per_epoch=None,
                             fit=CLOSED_FORM_FIT)
-            training["head"] = (f"linear probe: scikit-learn LogisticRegression (lbfgs, L2, C={probe.C:g} "
+            training["head"] = (f"linear probe: scikit-learn LogisticRegression (lbfgs, L2, C={probe.C:g}"
+                                + (", class_weight='balanced'" if t.class_weights == "balanced" else "") + " "
                                 + _probe_c_choice(probe)
                                 + (", then fitted on all of them" if probe.refit else "")
                                 + "), fitted to convergence"
@@ -692,7 +702,7 @@ class Trainer:
                                 + "; --learning_rate/--num_train_epochs do not apply")
             if probe.max_iter_reached:
                 self._warnings.append("linear probe: lbfgs stopped at max_iter before converging")
-            selection = ("none (C = 1: no validation file, and a class with one labelled example cannot be cross-validated)"
+            selection = ("none (C = 1: no validation file, and no class has two labelled examples to cross-validate)"
                          if not probe.grid else
                          f"{probe.cv_folds}-fold stratified cross-validation on "
                          + ("training + held-out validation" if probe.refit else "the training split")

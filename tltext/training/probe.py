@@ -61,8 +61,9 @@ def fit_linear_probe(x: torch.Tensor, y: Sequence[int], num_classes: int, val_x:
     the smaller C). Without one, C is chosen by stratified ``min(cv_folds, rarest class
     count)``-fold cross-validation on the training examples (mean ``score``, accuracy when
     ``score`` is None; shuffled by ``seed``) and the head is fitted on all of them, as
-    ``sklearn.linear_model.LogisticRegressionCV`` does; C = 1 (scikit-learn's default) when
-    ``cv_folds`` < 2 or a class has a single example."""
+    ``sklearn.linear_model.LogisticRegressionCV`` does (the rarest count is taken over the classes
+    with at least 2 examples); C = 1 (scikit-learn's default) when ``cv_folds`` < 2 or no class
+    has 2 examples."""
     xn, yn = x.double().numpy(), np.asarray(y)
     cw = "balanced" if class_weight == "balanced" else None
     if score is None:
@@ -92,9 +93,12 @@ def _accuracy(logits: torch.Tensor, labels: Sequence[int]) -> float:
 
 
 def _cv_folds(y: np.ndarray, cv_folds: int) -> int:
-    """Folds of the stratified cross-validation: ``min(cv_folds, rarest class count)``."""
-    counts = np.bincount(y)
-    return int(min(cv_folds, counts[counts > 0].min())) if len(y) else 0
+    """Folds of the stratified cross-validation: ``min(cv_folds, rarest count among the classes
+    with at least 2 examples)``; 0 when no class has 2. A class with a single example stays
+    in: in the fold that holds it out the head cannot predict it, the same for every C."""
+    counts = np.bincount(y) if len(y) else np.zeros(0, dtype=int)
+    several = counts[counts >= 2]
+    return int(min(cv_folds, several.min())) if len(several) else 0
 
 
 def _cv_score(x: np.ndarray, y: np.ndarray, C: float, num_classes: int, class_weight, seed: int, folds: int,
@@ -103,7 +107,10 @@ def _cv_score(x: np.ndarray, y: np.ndarray, C: float, num_classes: int, class_we
     from sklearn.model_selection import StratifiedKFold
 
     scores = []
-    for tr, va in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y):
+    with warnings.catch_warnings():  # singleton classes: "The least populated class in y has only 1 members"
+        warnings.filterwarnings("ignore", message="The least populated class")
+        splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y))
+    for tr, va in splits:
         w, b, _ = _fit(x[tr], y[tr], C, num_classes, class_weight, seed)
         scores.append(float(score(torch.from_numpy(x[va] @ w.T + b), y[va].tolist())))
     return float(np.mean(scores))
