@@ -393,3 +393,25 @@ def test_card_of_a_python_api_run_names_its_in_memory_data():
     card = render_card(given, {"backbone": {"type": "text"}})
     assert "| source validation | `eval_dataset` (in memory (Python API)) | 5 |" in card and "held out" not in card
     assert "- validation: `eval_dataset` passed to `tltext.Trainer`" in card
+
+
+def test_local_card_links_resolve_from_the_model_folder(tmp_path):
+    """OUT/model/README.md links the plots and report.md that stay in OUT/ (a Hub card links
+    them beside itself, where the upload puts them)."""
+    import re
+
+    from tltext.hub import write_model_card
+
+    out, model = tmp_path / "out", tmp_path / "out" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text(json.dumps({"backbone": {"type": "text"}, "id2label": {"0": "a", "1": "b"}}))
+    (out / "curves.png").write_bytes(b"\x89PNG")
+    (out / "report.md").write_text("# report\n")
+    res = {"modality": "text", "objective": "erm", "tuning": "frozen", "label_names": ["a", "b"],
+           "num_examples": {"train": 4}, "args": {"train_file": "x.jsonl"}}
+    card = (model / "README.md").read_text() if write_model_card(str(model), res, out_dir=str(out)) else ""
+    links = re.findall(r"\]\(([^)]+\.(?:png|md))\)", card)
+    assert sorted(links) == ["../curves.png", "../report.md"]
+    assert all((model / link).resolve().is_file() for link in links)
+    hub = (model / "README.md").read_text() if write_model_card(str(model), res, repo_id="me/x", out_dir=str(out)) else ""
+    assert sorted(re.findall(r"\]\(([^)]+\.(?:png|md))\)", hub)) == ["curves.png", "report.md"]

@@ -114,7 +114,8 @@ def write_model_card(model_dir: str, res: Dict[str, Any], repo_id: Optional[str]
     with open(os.path.join(model_dir, "config.json")) as f:
         config = json.load(f)
     extra = ["report.md"] if out_dir and os.path.isfile(os.path.join(out_dir, "report.md")) else []
-    text = render_card(res, config, repo_id=repo_id, plots=plot_files(out_dir), extra_files=extra)
+    text = render_card(res, config, repo_id=repo_id, plots=plot_files(out_dir), extra_files=extra,
+                       link_prefix="" if repo_id else "../")  # local: the plots stay in OUT/, beside model/
     path = os.path.join(model_dir, CARD)
     fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".card-", suffix=".tmp")
     with os.fdopen(fd, "w") as f:

@@ -409,9 +409,11 @@ def _as_source_only(res: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def render_card(res: Dict[str, Any], config: Optional[Dict[str, Any]] = None, repo_id: Optional[str] = None,
-                plots: Sequence[str] = (), extra_files: Sequence[str] = ()) -> str:
+                plots: Sequence[str] = (), extra_files: Sequence[str] = (), link_prefix: str = "") -> str:
     """README.md text: YAML metadata + body. ``res`` is the results dict of the run
-    (as in results.json), ``config`` the saved model's config.json dict."""
+    (as in results.json), ``config`` the saved model's config.json dict. ``plots`` and
+    ``extra_files`` are linked as ``link_prefix + name``: "" in a Hub repo (uploaded beside
+    the card), "../" for the local OUT/model/README.md (they stay in OUT/)."""
     config = config or {}
     modality = res.get("modality") or config.get("backbone", {}).get("type", "text")
     res = {**res, "modality": modality}
@@ -475,9 +477,10 @@ def render_card(res: Dict[str, Any], config: Optional[Dict[str, Any]] = None, re
     if labels:
         body += ["", "## Labels", "", ", ".join(f"`{l}`" for l in labels)]
     if plots:
-        body += ["", "## Plots", ""] + [f"![{os.path.splitext(p)[0]}]({p})" for p in plots]
+        body += ["", "## Plots", ""] + [f"![{os.path.splitext(p)[0]}]({link_prefix}{p})" for p in plots]
     if extra_files:
-        body += ["", "Also in this repository: " + ", ".join(f"[{f}]({f})" for f in extra_files) + "."]
+        where = "this repository" if not link_prefix else "the run's folder"
+        body += ["", f"Also in {where}: " + ", ".join(f"[{f}]({link_prefix}{f})" for f in extra_files) + "."]
     text = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n"
     ModelCard(text)  # parses the metadata back: raises on an invalid card
     return text
