@@ -75,6 +75,9 @@ def _check_run(out, res, seen, objective, tuning):
     assert saved["args"]["image_hflip"] is False and saved["args"]["image_min_crop_scale"] == 0.6
     if (objective, tuning) == ("prototypes", "frozen"):  # the head is the class means of frozen features
         assert saved["selection"] == "none (nothing trained)" and saved["timing"]["train_seconds"] == 0
+    elif (objective, tuning) == ("erm", "frozen"):  # the closed-form probe: the held-out split pooled, C by CV
+        assert saved["selection"].startswith("5-fold stratified cross-validation on training + held-out validation")
+        assert n["fitted_on"] == 300 and "cross-validated" in saved["validation"]["note"]
     else:
         assert saved["selection"].startswith("source validation split") and saved["timing"]["train_seconds"] > 0
     assert saved["test"]["accuracy"] == res["test"]["accuracy"]
