@@ -294,8 +294,8 @@ def print_summary(res: Dict[str, Any]) -> None:
         lines.append(f"evaluation only: nothing trained  |  classes: {len(res['label_names'])}")
     else:
         fitted = res["num_examples"].get("fitted_on")
-        refit = f" (the saved probe was fitted on all {fitted}: training + held-out validation)" if fitted else ""
-        lines.append(f"train: {res['num_examples'].get('train')} examples from {a['train_file']}{refit}  |  "
+        pooled = f" (the saved probe was fitted on all {fitted}: training + held-out validation)" if fitted else ""
+        lines.append(f"train: {res['num_examples'].get('train')} examples from {a['train_file']}{pooled}  |  "
                      f"classes: {len(res['label_names'])}")
     if tr.get("fit"):
         lines.append(f"ran: {tr.get('device')} x {tr.get('num_processes')} process(es), precision {tr.get('precision')}, "

@@ -75,7 +75,7 @@ def _probe_c_choice(probe) -> str:
         return "(scikit-learn's default: no validation file, and no class has two labelled examples to cross-validate)"
     grid = ", ".join(probe.grid)
     if probe.cv_folds:
-        where = "training + held-out validation" if probe.refit else "the training split"
+        where = "training + held-out validation" if probe.pooled_validation else "the training split"
         return f"chosen from {grid} by {probe.cv_folds}-fold stratified cross-validation on {where}"
     return f"chosen from {grid} on the source validation split"
 
@@ -470,6 +470,7 @@ class Trainer:
         norm = (lambda x: torch.nn.functional.normalize(x.float(), dim=-1)) if unit else (lambda x: x)
         x, y = norm(inputs["train"]), list(self.splits["train"].labels)
         val_x, val_y = inputs.get("validation"), self._labels("validation")
+        val_x = None if val_x is None else norm(val_x)
         # a validation split held out of the training data goes back in: C by stratified CV over all
         # the labelled examples, then one fit on all of them (LogisticRegressionCV), instead of trusting
         # one small split; a validation file the user gave stays unseen and chooses C
@@ -477,10 +478,10 @@ class Trainer:
         pooled = (val_x is not None and "percentage" in (self.splits["validation"].info or {})
                   and not t.compare_source_only)
         if pooled:
-            x, y, val_x, val_y = torch.cat([x, norm(val_x)]), y + list(val_y), None, None
-        probe = fit_linear_probe(x, y, len(self.label2id), None if val_x is None else norm(val_x), val_y, val_score,
+            x, y, val_x, val_y = torch.cat([x, val_x]), y + list(val_y), None, None
+        probe = fit_linear_probe(x, y, len(self.label2id), val_x, val_y, val_score,
                                  class_weight=t.class_weights, seed=t.seed)
-        probe.refit = pooled
+        probe.pooled_validation = pooled
         model.config.feature_norm = "l2" if unit else None
         with torch.no_grad():
             model.classifier.weight.copy_(probe.weight)
@@ -496,11 +497,11 @@ class Trainer:
                          num_processes=self.acc.num_processes)
 
     def _num_examples(self) -> Dict[str, int]:
-        """Rows per split; ``fitted_on``: the examples the saved probe was refitted on (train +
+        """Rows per split; ``fitted_on``: the examples the saved probe was fitted on (train +
         held-out validation), when it was."""
         n = {k: len(s.inputs) for k, s in self.splits.items()}
         probe = getattr(self, "_probe", None)
-        if probe is not None and probe.refit:
+        if probe is not None and probe.pooled_validation:
             n["fitted_on"] = n["train"] + n.get("validation", 0)
         return n
 
@@ -552,7 +553,7 @@ class Trainer:
                 if name in self.splits:
                     metrics, logits[name] = self._score(model, inputs, name)
                     setattr(res, name, metrics)
-            if getattr(self, "_probe", None) is not None and self._probe.refit:
+            if getattr(self, "_probe", None) is not None and self._probe.pooled_validation:
                 metric, k = self.t.metric_for_best_model, self._probe.cv_folds
                 res.validation = ({metric: self._probe.grid.get(f"{self._probe.C:g}"),
                                    "note": f"mean {k}-fold cross-validated {metric} over training + held-out "
@@ -694,7 +695,7 @@ class Trainer:
             training["head"] = (f"linear probe: scikit-learn LogisticRegression (lbfgs, L2, C={probe.C:g}"
                                 + (", class_weight='balanced'" if t.class_weights == "balanced" else "") + " "
                                 + _probe_c_choice(probe)
-                                + (", then fitted on all of them" if probe.refit else "")
+                                + (", then fitted on all of them" if probe.pooled_validation else "")
                                 + "), fitted to convergence"
                                 + (" on the unit-normalised (L2) sentence embeddings, as the checkpoint's "
                                    "sentence-transformers pipeline (Normalize) defines them"
@@ -705,7 +706,7 @@ class Trainer:
             selection = ("none (C = 1: no validation file, and no class has two labelled examples to cross-validate)"
                          if not probe.grid else
                          f"{probe.cv_folds}-fold stratified cross-validation on "
-                         + ("training + held-out validation" if probe.refit else "the training split")
+                         + ("training + held-out validation" if probe.pooled_validation else "the training split")
                          + " (C of the logistic-regression probe)" if probe.cv_folds else
                          "source validation split (C of the logistic-regression probe)")
         res = RunResult(

@@ -31,7 +31,7 @@ class ProbeFit:
     C: float
     grid: Dict[str, float] = field(default_factory=dict)
     max_iter_reached: bool = False
-    refit: bool = False  # set by the engine: fitted on training + the held-out validation split, pooled
+    pooled_validation: bool = False  # set by the engine: fitted on training + the held-out validation split
     cv_folds: int = 0  # > 0: C was chosen by stratified cross-validation on the training examples
 
 
