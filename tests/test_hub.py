@@ -365,14 +365,21 @@ def test_card_hyperparameters_are_the_ones_that_ran():
     assert "Trained on 12 labelled examples (the 9 training examples and the 3 held out for validation, pooled " \
            "into the probe's final fit)" in card
     # its validation score is cross-validated over all 12: the card must not call it a held-out split
-    pooled = {**probe, "validation": {"accuracy": 0.75, "note": "mean 4-fold cross-validated accuracy over training "
-                                      "+ held-out validation at the chosen C; the saved probe was fitted on all of them"}}
+    pooled = {**probe, "validation": {"accuracy": 0.75, "cross_validated": True, "note": "mean 4-fold cross-validated "
+                                      "accuracy over training + held-out validation at the chosen C"}}
     card = render_card(pooled, {"backbone": {"type": "text"}})
     assert "| source cross-validation (training + held-out validation) | local `x.jsonl`, all labelled examples, pooled | 12 " \
            "| 0.7500 |" in card and "| source validation |" not in card
     assert "source cross-validation (training + held-out validation) accuracy" in card  # model-index metric name
     assert "- labelled source (train): local `x.jsonl`, 9 examples (the probe was fitted on 12: these and the held-out " \
            "validation split)" in card
+    # no validation data at all: the probe's CV score over the training split, named so
+    cv_train = {**probe, "num_examples": {"train": 9}, "validation": {"accuracy": 0.7, "cross_validated": True}}
+    card = render_card(cv_train, {"backbone": {"type": "text"}})
+    assert "| source cross-validation (training split) | local `x.jsonl`, training split | 9 | 0.7000 |" in card
+    # a score without the key (an older results.json, or a held-out split) is not called cross-validated
+    card = render_card({**pooled, "validation": {"accuracy": 0.75, "note": "cross-validated"}}, {"backbone": {"type": "text"}})
+    assert "| source cross-validation" not in card
     no_val = {**base, "best_epoch": -1, "selection": "last epoch (no validation data)"}
     card = render_card(no_val, {"backbone": {"type": "text"}})
     assert "-1" not in card and "Model selection: last epoch (no validation data)." in card

@@ -101,7 +101,7 @@ def test_probe_pools_a_held_out_split_for_cv_but_never_a_validation_file(tiny_be
     assert "the saved probe was fitted on all 30: training + held-out validation" in capsys.readouterr().out
     C, cv = res["history"][0]["probe_C"], {k: v for k, v in res["history"][0].items() if k.startswith("cv_")}
     assert len(cv) == len(C_GRID) and C == max(C_GRID, key=lambda c: (cv[f"cv_accuracy@C={c:g}"], -c))
-    assert res["validation"]["accuracy"] == cv[f"cv_accuracy@C={C:g}"] and "cross-validated" in res["validation"]["note"]
+    assert res["validation"]["accuracy"] == cv[f"cv_accuracy@C={C:g}"] and res["validation"]["cross_validated"] is True
     # the saved head is scikit-learn's logistic regression at that C on all 30 examples
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out" / "model").eval()
     rows = [json.loads(l) for l in path.read_text().splitlines()]
@@ -113,6 +113,16 @@ def test_probe_pools_a_held_out_split_for_cv_but_never_a_validation_file(tiny_be
                "--shots_per_class", "2", "--validation_file", str(path))
     assert "fitted_on" not in res["num_examples"] and "refitted" not in res["training"]["head"]
     assert res["num_examples"]["train"] == 6 and "note" not in res["validation"]
+    assert "cross_validated" not in res["validation"]
+    # no validation data at all: the validation entry is the CV score over the training split
+    res = _run(tiny_bert_dir, tmp_path, "--train_file", str(path), "--test_file", str(path),
+               "--validation_split_percentage", "0", "--seed", "3")
+    C, rec = res["history"][0]["probe_C"], res["history"][0]
+    assert "validation" not in res["num_examples"] and "fitted_on" not in res["num_examples"]
+    assert res["validation"]["accuracy"] == rec[f"cv_accuracy@C={C:g}"] and res["validation"]["cross_validated"] is True
+    assert "over the training split" in res["validation"]["note"]
+    card = (tmp_path / "out" / "model" / "README.md").read_text()
+    assert "| source cross-validation (training split) |" in card
 
 
 def test_k_shot_flags_and_skewed_eval_subsets_are_named(tiny_bert_dir, tmp_path, one_thread):

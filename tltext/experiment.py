@@ -319,8 +319,7 @@ def print_summary(res: Dict[str, Any]) -> None:
     lines += [
         f"selection: {res['selection']}{best}{val_note}",
         f"validation: {_metric_line(res.get('validation'), keys)}"
-        + (f"   ({res['validation']['note']})"
-           if (res.get("validation") or {}).get("note") and res["num_examples"].get("fitted_on") else ""),
+        + (f"   ({res['validation']['note']})" if (res.get("validation") or {}).get("note") else ""),
         f"test:       {_metric_line(res.get('test'), keys)}" + (f"   ({a['test_file']})" if a.get("test_file") else ""),
     ]
     if res.get("source_only"):

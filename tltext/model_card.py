@@ -166,15 +166,18 @@ def validation_description(res: Dict[str, Any]) -> str:
     return f"{train}, {pct:g}% held out ({how})" if pct else train
 
 
-def pooled_cv(res: Dict[str, Any]) -> bool:
-    """True when the frozen probe pooled its held-out validation split into training: the
-    reported validation score is then a cross-validated one over all those examples."""
-    return bool(res.get("num_examples", {}).get("fitted_on")) and "cross-validated" in str(
-        (res.get("validation") or {}).get("note", ""))
+def cross_validated(res: Dict[str, Any]) -> bool:
+    """True when the reported validation score is the frozen probe's cross-validated one (over
+    training + the pooled held-out split, or over the training split when there was no
+    validation data), not a score on held-out examples."""
+    return bool((res.get("validation") or {}).get("cross_validated"))
 
 
 def _validation_title(res: Dict[str, Any]) -> str:
-    return "source cross-validation (training + held-out validation)" if pooled_cv(res) else "source validation"
+    if not cross_validated(res):
+        return "source validation"
+    pooled = res.get("num_examples", {}).get("fitted_on")
+    return f"source cross-validation ({'training + held-out validation' if pooled else 'training split'})"
 
 
 def eval_results(res: Dict[str, Any]) -> List[EvalResult]:
@@ -229,8 +232,10 @@ def _fmt(v: Any) -> str:
 def _results_table(res: Dict[str, Any]) -> List[str]:
     a = res.get("args", {})
     n = res.get("num_examples", {})
-    val = ((_validation_title(res), f"{_describe_data(a.get('train_file'), a.get('train_filter')) or IN_MEMORY}, "
-            "all labelled examples, pooled", n.get("fitted_on"), res.get("validation")) if pooled_cv(res) else
+    train = _describe_data(a.get("train_file"), a.get("train_filter")) or IN_MEMORY
+    pooled = n.get("fitted_on")
+    val = ((_validation_title(res), f"{train}, " + ("all labelled examples, pooled" if pooled else "training split"),
+            pooled or n.get("train"), res.get("validation")) if cross_validated(res) else
            ("source validation", validation_description(res), n.get("validation"), res.get("validation")))
     rows = [val,
             (eval_split_title(res), _describe_data(a.get("test_file"), a.get("test_filter")) or IN_MEMORY, n.get("test"),

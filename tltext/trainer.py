@@ -496,6 +496,22 @@ class Trainer:
                          best_epoch=0, best_score=rec.get("val_metric"), history=[rec],
                          num_processes=self.acc.num_processes)
 
+    def _probe_cv_validation(self) -> Optional[Dict[str, Any]]:
+        """The validation entry of a frozen probe whose C was cross-validated (a held-out split pooled
+        into its data, or no validation data at all): the mean CV score at the chosen C, marked
+        ``cross_validated`` (the card and the summary read that key); None otherwise."""
+        probe = getattr(self, "_probe", None)
+        if probe is None or not (probe.pooled_validation or "validation" not in self.splits):
+            return None
+        metric, k = self.t.metric_for_best_model, probe.cv_folds
+        over = "training + held-out validation" if probe.pooled_validation else "the training split"
+        if not k:
+            return ({"note": "the held-out validation split was pooled into the probe's training data "
+                             "(C = 1: nothing left to validate on)"} if probe.pooled_validation else None)
+        return {metric: probe.grid.get(f"{probe.C:g}"), "cross_validated": True,
+                "note": f"mean {k}-fold cross-validated {metric} over {over} at the chosen C; "
+                        f"the saved probe was fitted on all of them"}
+
     def _num_examples(self) -> Dict[str, int]:
         """Rows per split; ``fitted_on``: the examples the saved probe was fitted on (train +
         held-out validation), when it was."""
@@ -553,13 +569,9 @@ class Trainer:
                 if name in self.splits:
                     metrics, logits[name] = self._score(model, inputs, name)
                     setattr(res, name, metrics)
-            if getattr(self, "_probe", None) is not None and self._probe.pooled_validation:
-                metric, k = self.t.metric_for_best_model, self._probe.cv_folds
-                res.validation = ({metric: self._probe.grid.get(f"{self._probe.C:g}"),
-                                   "note": f"mean {k}-fold cross-validated {metric} over training + held-out "
-                                           "validation at the chosen C; the saved probe was fitted on all of them"}
-                                  if k else {"note": "the held-out validation split was pooled into the probe's "
-                                                     "training data (C = 1: nothing left to validate on)"})
+            cv = self._probe_cv_validation()
+            if cv is not None:
+                res.validation = cv
             if t.eval_episodes and "test" in inputs:
                 res.test_episodic = self._episodic(model, inputs["test"], self.splits["test"].labels)
         except Exception as e:  # noqa: BLE001 - the model is saved: say what failed, keep it
