@@ -97,6 +97,39 @@ def test_clip_alone_equals_clip_padded(tmp_path, clips, model_type, layer_weight
     assert b.padding_invariant == (model_type != "data2vec-audio")
 
 
+def test_length_split_cuts_only_where_it_saves_padding():
+    from tltext.backbones.base import length_split
+
+    parts = length_split(torch.tensor([10, 100, 12, 11]))
+    assert [p.tolist() for p in parts] == [[1], [0, 2, 3]]  # 4 x 100 -> 100 + 3 x 12 positions
+    parts = length_split(torch.tensor([90, 100, 12, 11, 13]))
+    assert [p.tolist() for p in parts] == [[0, 1], [2, 3, 4]]
+    assert [p.tolist() for p in length_split(torch.tensor([10, 11, 12, 9]))] == [[0, 1, 2, 3]]  # saves < 20 %
+    assert [p.tolist() for p in length_split(torch.tensor([7]))] == [[0]]
+
+
+def test_batch_with_a_long_outlier_runs_as_two_cropped_passes_with_the_same_embeddings(tmp_path, clips):
+    torch.manual_seed(0)
+    b = SpeechBackbone.from_pretrained("", model_config=_config_file(tmp_path, "wav2vec2"))
+    b.train(False)
+    long_clip = np.concatenate([clips[0]] * 4)
+    waves = [clips[1], long_clip, clips[2], clips[3]]
+    widths = []
+    hook = b.encoder.register_forward_pre_hook(lambda m, args, kw: widths.append(tuple((args or (kw["input_values"],))[0].shape)),
+                                               with_kwargs=True)
+    batch = b(**b.collate(waves))
+    hook.remove()
+    longest_other = max(len(w) for w in waves if w is not long_clip)
+    assert widths == [(1, len(long_clip)), (3, longest_other)]  # not one pass of 4 x len(long_clip)
+    alone = torch.cat([b(**b.collate([w])) for w in waves])
+    torch.testing.assert_close(batch, alone, atol=2e-5, rtol=1e-4)
+    # gradients reach the encoder through both passes as through separate clips
+    g_batch = torch.autograd.grad(batch.square().sum(), b.encoder.feature_projection.projection.weight)[0]
+    alone = torch.cat([b(**b.collate([w])) for w in waves])
+    g_alone = torch.autograd.grad(alone.square().sum(), b.encoder.feature_projection.projection.weight)[0]
+    torch.testing.assert_close(g_batch, g_alone, atol=1e-4, rtol=1e-3)
+
+
 def test_unmasked_model_pools_with_downsampled_mask(tmp_path, clips):
     """wav2vec2-base style (group-norm CNN, extractor without masks): the model gets
     no mask, but pooling still averages only the clip's own frames."""

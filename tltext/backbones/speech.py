@@ -47,7 +47,7 @@ from torch import nn
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor
 
 from . import register_backbone
-from .base import Backbone, LayerGroup
+from .base import Backbone, LayerGroup, length_split
 from .pooling import POOLINGS, pool
 
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -294,6 +294,23 @@ class SpeechBackbone(Backbone):
 
     def forward(self, input_values: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 **_: torch.Tensor) -> torch.Tensor:
+        """``input_values`` ``[B, N]`` waveforms (+ ``attention_mask`` ``[B, N]``) -> pooled
+        ``[B, H]``. A padding-invariant encoder runs a batch whose clip lengths differ a lot
+        (``length_split``) as two passes, each cropped to its own longest clip: the same
+        embeddings (up to float rounding) for less padded compute."""
+        if attention_mask is not None and self.padding_invariant and input_values.shape[0] > 1:
+            chunks = length_split(attention_mask.sum(dim=1))
+            if len(chunks) > 1:
+                out = None
+                for rows in chunks:
+                    n = max(int(attention_mask[rows].sum(dim=1).max()), self.min_samples)
+                    z = self._forward(input_values[rows, :n], attention_mask[rows, :n])
+                    out = z.new_empty((input_values.shape[0], z.shape[1])) if out is None else out
+                    out = out.index_copy(0, rows, z)
+                return out
+        return self._forward(input_values, attention_mask)
+
+    def _forward(self, input_values: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
         kwargs: Dict[str, Any] = {}
         if attention_mask is not None and self._pass_mask:
             kwargs["attention_mask"] = attention_mask
