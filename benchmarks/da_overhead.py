@@ -9,6 +9,10 @@ george+jackson+nicolas (source) and theo (target, labels unused), batch 32 per
 domain; erm, dann, mmd. ``--single_pass`` forces the old behaviour for speech
 (source and target concatenated into one batch padded to the longest clip of both)
 to measure what the separate, length-grouped target pass saves.
+image: the image_digits.py setting (ResNet-18 from random weights, full tuning, lr 1e-3,
+32 px; grey digits source -> random-colour target), batch 32 per domain. Images have one
+size, so source and target go through the encoder as one batch of 64 (BatchNorm sees
+both domains, as in DANN's reference implementation).
 
 DA steps push the target batch through the encoder too (a second pass, each domain
 padded to its own longest item), so about 2x is the expected cost. Seconds per step
@@ -16,7 +20,7 @@ padded to its own longest item), so about 2x is the expected cost. Seconds per s
 runs score the target split after each epoch) are left out. Every objective runs
 ``--repeats`` times, interleaved; the fastest run of each counts.
 
-    python benchmarks/da_overhead.py [--steps 20] [--modality speech] [--single_pass]
+    python benchmarks/da_overhead.py [--steps 20] [--modality text|speech|image] [--single_pass]
 """
 from __future__ import annotations
 
@@ -43,6 +47,18 @@ def speech_args(a: argparse.Namespace, obj: str) -> List[str]:
         ["--target_file", fsdd, "--target_filter", "speaker=theo;split=train"] if obj != "erm" else [])
 
 
+def image_args(a: argparse.Namespace, obj: str) -> List[str]:
+    """The image_digits.py setting: ResNet-18 from random weights, full tuning, 32 px digits,
+    grey source -> random-colour target (``tltext data digits``, written once under ``--work``)."""
+    from tltext.data.digits import write_digits
+
+    data = os.path.join(a.work, "data_random_colour")
+    write_digits(data, seed=0, size=32, shift="random_colour")  # reused when already written
+    return ["--model_name_or_path", "resnet18", "--image_size", "32", "--train_dir", os.path.join(data, "source"),
+            "--tuning", "full", "--learning_rate", "1e-3", "--image_hflip", "False"] + (
+        ["--target_dir", os.path.join(data, "target")] if obj != "erm" else [])
+
+
 def force_single_pass() -> None:
     """The previous speech behaviour: no separate target pass (one padded batch of both domains)."""
     from tltext.backbones.speech import SpeechBackbone
@@ -58,7 +74,9 @@ def force_single_pass() -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--modality", default="text", choices=["text", "speech"])
+    p.add_argument("--modality", default="text", choices=["text", "speech", "image"])
+    p.add_argument("--work", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs",
+                                                  "image_digits"), help="image: where the digits data is written")
     p.add_argument("--objectives", nargs="+", default=["dann", "mmd"])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--max_length", type=int, default=128)
@@ -69,7 +87,7 @@ def main() -> int:
 
     if a.single_pass:
         force_single_pass()
-    build = text_args if a.modality == "text" else speech_args
+    build = {"text": text_args, "speech": speech_args, "image": image_args}[a.modality]
     per_step, every = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for obj in (["erm"] + a.objectives) * a.repeats:
@@ -87,7 +105,7 @@ def main() -> int:
             "steps": a.steps, "repeats": a.repeats, **ratios}
     if a.modality == "text":
         rows["max_length"] = a.max_length
-    name = "da_overhead" + ("" if a.modality == "text" else "_speech" + ("_single_pass" if a.single_pass else ""))
+    name = "da_overhead" + ("" if a.modality == "text" else f"_{a.modality}" + ("_single_pass" if a.single_pass else ""))
     cmd = (f"python benchmarks/da_overhead.py --modality {a.modality} --steps {a.steps} --repeats {a.repeats} "
            f"--objectives {' '.join(a.objectives)}" + (" --single_pass" if a.single_pass else ""))
     record(name, cmd, rows, [(f"{o}_step_vs_erm", ratios[f"{o}_over_erm"], "<=2.1") for o in a.objectives])
