@@ -47,7 +47,7 @@ def test_train_evaluate_predict_with_datasets_and_lists(tiny_bert_dir, tmp_path)
     assert saved["validation_split"]["stratified"] is True and saved["selection"].startswith("source validation")
     # as used: the LP-FT head learns at the encoder's rate (recorded after the probe init)
     assert "linear probe" in saved["training"]["head_init"]
-    assert (saved["training"]["learning_rate"], saved["training"]["head_learning_rate"]) == (1e-4, 1e-4)
+    assert (saved["training"]["learning_rate"], saved["training"]["head_learning_rate"]) == (5e-5, 5e-5)  # target terms
     metrics = trainer.evaluate([{"text": r["text"], "label": r["label"]} for r in reviews(8, 1)])
     assert 0.0 <= metrics["accuracy"] <= 1.0 and "f1" in metrics
     pred = trainer.predict(["great product works well", "terrible broke fast"])
@@ -66,13 +66,14 @@ def test_lp_ft_head_learns_at_the_encoder_rate_and_the_discriminator_at_the_rand
     trainer.train()
     tr = json.loads((tmp_path / "run" / "results.json").read_text())["training"]
     assert "linear probe" in tr["head_init"]
-    assert (tr["learning_rate"], tr["head_learning_rate"], tr["objective_learning_rate"]) == (1e-4, 1e-4, 1e-3)
+    assert (tr["learning_rate"], tr["head_learning_rate"], tr["objective_learning_rate"]) == (5e-5, 5e-5, 5e-4)
     card = (tmp_path / "run" / "model" / "README.md").read_text()
-    assert "head 0.0001, objective's own parts 0.001" in card
-    # full tuning keeps BERT's 5e-5 (the per-tuning defaults: frozen 1e-3, partial 1e-4, full 5e-5)
-    trainer = _trainer(tiny_bert_dir, tmp_path / "full", tuning="full")
-    trainer.train()
-    assert json.loads((tmp_path / "full" / "results.json").read_text())["training"]["learning_rate"] == 5e-5
+    assert "head 5e-05, objective's own parts 0.0005" in card
+    # the per-tuning defaults: partial source-only 1e-4 (an objective with target terms keeps 5e-5), full 5e-5
+    for tuning, lr in (("partial", 1e-4), ("full", 5e-5)):
+        trainer = _trainer(tiny_bert_dir, tmp_path / tuning, tuning=tuning)
+        trainer.train()
+        assert json.loads((tmp_path / tuning / "results.json").read_text())["training"]["learning_rate"] == lr
 
 
 def test_bad_inputs_name_what_is_wrong(tiny_bert_dir, tmp_path):

@@ -104,7 +104,7 @@ class TrainArguments:
     output_dir: str = field(default=None, metadata={"help": "Where results.json and model/ go."})
     overwrite_output_dir: bool = field(default=False)
     seed: int = field(default=42)
-    learning_rate: Optional[float] = field(default=None, metadata={"help": "Default 1e-3 for frozen, 1e-4 for partial, 5e-5 for full."})
+    learning_rate: Optional[float] = field(default=None, metadata={"help": "Default 1e-3 for frozen, 1e-4 for partial (5e-5 with an objective that trains on --target_file data), 5e-5 for full."})
     head_learning_rate: Optional[float] = field(default=None, metadata={"help": "Head/adapter/discriminator lr (default: lr if frozen, 10x lr otherwise; an LP-FT head takes "
                                     "--learning_rate, the objective's own new parts such as a discriminator keep 10x)."})
     num_train_epochs: float = field(default=3.0)
