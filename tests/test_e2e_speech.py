@@ -184,6 +184,11 @@ def test_cross_corpus_label_column_and_rename(manifest, data_dir, tmp_path, caps
     assert res["label_names"] == [str(i) for i in range(10)]
     assert res["num_examples"]["test"] == 22 and res["num_examples"]["target"] == 100
     assert 0.0 <= res["test"]["accuracy"] <= 1.0
+    # the summary names each split's filter and the unlabelled target set, and the rate that ran
+    out = capsys.readouterr().out
+    assert f"target (unlabelled): 100 examples from {sc} [label={words}]" in out
+    assert f"({sc} [label={words};official_split=test])" in out and f"[{TRAIN}]" in out
+    assert "learning rate: 0.001, head 0.001" in out  # given with --learning_rate: not called a default
     # without the rename the words are labels the model never saw: a one-line error naming one
     from tltext.experiment import main
 

@@ -377,6 +377,10 @@ def test_card_hyperparameters_are_the_ones_that_ran():
     cv_train = {**probe, "num_examples": {"train": 9}, "validation": {"accuracy": 0.7, "cross_validated": True}}
     card = render_card(cv_train, {"backbone": {"type": "text"}})
     assert "| source cross-validation (training split) | local `x.jsonl`, training split | 9 | 0.7000 |" in card
+    from tltext.model_card import eval_results
+
+    assert [r.dataset_split for r in eval_results(cv_train)] == ["train"]  # model-index: not a held-out split
+    assert [r.dataset_split for r in eval_results(pooled)] == ["train+validation"]
     # a score without the key (an older results.json, or a held-out split) is not called cross-validated
     card = render_card({**pooled, "validation": {"accuracy": 0.75, "note": "cross-validated"}}, {"backbone": {"type": "text"}})
     assert "| source cross-validation" not in card

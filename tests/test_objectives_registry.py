@@ -24,8 +24,13 @@ def test_unknown_objective_is_a_one_line_error_listing_the_names():
     with pytest.raises(ValueError) as e:
         objectives.parse_spec("mmd+cdann")
     msg = str(e.value)
-    assert "\n" not in msg and "'cdann'" in msg
+    assert "\n" not in msg and "'cdann'" in msg and "did you mean" in msg
     assert all(n in msg for n in objectives.names())
+    with pytest.raises(ValueError, match=r"'dan': unknown \(did you mean 'dann'\?\)"):
+        objectives.parse_spec("dan")
+    with pytest.raises(ValueError) as e:
+        objectives.parse_spec("xyzzy")
+    assert "did you mean" not in str(e.value)
 
 
 @pytest.mark.parametrize("spec, err", [("mmd:x", "not a number"), ("mmd:-1", ">= 0"), ("mmd+mmd", "twice"), ("", "empty")])

@@ -262,7 +262,14 @@ def test_frozen_or_partial_on_random_weights_is_refused_in_one_line(tmp_path, ca
         err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
         assert rc == 2 and len(err) == 1
         assert "--model_name_or_path resnet18: no pretrained weights" in err[0] and "--allow_random_weights" in err[0]
+        assert "--weights_path (a local state dict)" in err[0]
     assert not (tmp_path / "out").exists()
+    # a speech preset: the way out is a checkpoint, not the image-only --weights_path
+    rc = main("speech", ["--model_config", "tiny", "--tuning", "frozen", "--train_file", str(tmp_path / "none.csv"),
+                         "--output_dir", str(tmp_path / "sp")])
+    err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
+    assert rc == 2 and len(err) == 1 and "--model_config tiny: no pretrained weights" in err[0]
+    assert "a pretrained checkpoint as --model_name_or_path" in err[0] and "weights_path" not in err[0]
 
 
 def _toy(tmp_path, n_rows: int):

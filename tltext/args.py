@@ -83,7 +83,7 @@ class DataArguments:
     test_filter: Optional[str] = field(default=None)
     target_filter: Optional[str] = field(default=None)
     label_rename: Optional[str] = field(default=None, metadata={"help": "Rename raw labels in every split, 'zero=0,one=1' (e.g. to match a source corpus)."})
-    max_seq_length: Optional[int] = field(default=None, metadata={"help": "Tokens per text (longer texts are "
+    max_seq_length: Optional[int] = field(default=None, metadata={"help": "Text: tokens per text (longer texts are "
                                 "truncated; batches are padded only to their longest text). Default: 256, or the "
                                 "model's position limit when smaller; a larger value given here is clamped, with a "
                                 "warning, to that limit. results.json records the length used."})

@@ -94,9 +94,11 @@ def check_pretrained(backbone, m: ModelArguments) -> None:
     if m.tuning in ("frozen", "partial") and not getattr(backbone, "pretrained_weights_loaded", True) \
             and not m.allow_random_weights:
         what = m.model_config and f"--model_config {m.model_config}" or f"--model_name_or_path {m.model_name_or_path}"
+        where = ("--weights_path (a local state dict)" if getattr(backbone, "modality", "") == "image" else
+                 "a pretrained checkpoint as --model_name_or_path (a folder, or an earlier run's OUT/model)")
         raise ValueError(f"{what}: no pretrained weights were loaded (random initialisation), so --tuning {m.tuning} "
-                         "would train on random features; use --tuning full, give pretrained weights "
-                         "(--weights_path / a checkpoint), or pass --allow_random_weights")
+                         f"would train on random features; use --tuning full, give {where}, "
+                         "or pass --allow_random_weights")
 
 
 def prepare_output_dir(t: TrainArguments, is_main: bool) -> None:
@@ -147,7 +149,7 @@ def stratified_split(labels: List[int], pct: float, seed: int, names: Optional[S
     if not stratified:
         single = f"class(es) {[names[c] for c in too_few]}" if names is not None else f"class id(s) {too_few}"
         info["reason"] = (f"{single} have a single example" if too_few else
-                          f"{n_val} held-out examples cannot hold all {len(present)} classes")
+                          f"{n_val} held-out example{'s' if n_val != 1 else ''} cannot hold all {len(present)} classes")
     return sorted(tr.tolist()), sorted(va.tolist()), info
 
 
@@ -271,6 +273,12 @@ def build_backbone(modality: str, m: ModelArguments, d: DataArguments):
 
 
 # --------------------------------------------------------------------------- run
+def _data(a: Dict[str, Any], split: str) -> str:
+    """``--{split}_file`` with its ``--{split}_filter`` when one was given."""
+    f = a.get(f"{split}_filter")
+    return f"{a.get(f'{split}_file')}" + (f" [{f}]" if f else "")
+
+
 def _metric_line(d: Optional[Dict[str, Any]], keys=("accuracy", "f1")) -> str:
     if not d:
         return "-"
@@ -295,8 +303,10 @@ def print_summary(res: Dict[str, Any]) -> None:
     else:
         fitted = res["num_examples"].get("fitted_on")
         pooled = f" (the saved probe was fitted on all {fitted}: training + held-out validation)" if fitted else ""
-        lines.append(f"train: {res['num_examples'].get('train')} examples from {a['train_file']}{pooled}  |  "
+        lines.append(f"train: {res['num_examples'].get('train')} examples from {_data(a, 'train')}{pooled}  |  "
                      f"classes: {len(res['label_names'])}")
+        if a.get("target_file"):
+            lines.append(f"target (unlabelled): {res['num_examples'].get('target')} examples from {_data(a, 'target')}")
     if tr.get("fit"):
         lines.append(f"ran: {tr.get('device')} x {tr.get('num_processes')} process(es), precision {tr.get('precision')}, "
                      f"{tr['fit']}")
@@ -306,6 +316,12 @@ def print_summary(res: Dict[str, Any]) -> None:
                      f"x {tr.get('num_processes')} x accumulation {tr.get('gradient_accumulation_steps')}), "
                      f"{tr.get('optimizer_steps')} optimizer steps"
                      + (f", {tr['skipped_fp16_steps']} fp16 overflow steps skipped" if tr.get("skipped_fp16_steps") else ""))
+        if tr.get("learning_rate") is not None:
+            lines.append(f"learning rate: {tr['learning_rate']:g}"
+                         + (" (default for this tuning)" if a.get("learning_rate") is None else "")
+                         + (f", head {tr['head_learning_rate']:g}" if tr.get("head_learning_rate") is not None else "")
+                         + (f", objective's own parts {tr['objective_learning_rate']:g}"
+                            if tr.get("objective_learning_rate") is not None else ""))
     if tr.get("head"):
         lines.append(f"head: {tr['head']}")
     if tr.get("head_init"):
@@ -320,7 +336,7 @@ def print_summary(res: Dict[str, Any]) -> None:
         f"selection: {res['selection']}{best}{val_note}",
         f"validation: {_metric_line(res.get('validation'), keys)}"
         + (f"   ({res['validation']['note']})" if (res.get("validation") or {}).get("note") else ""),
-        f"test:       {_metric_line(res.get('test'), keys)}" + (f"   ({a['test_file']})" if a.get("test_file") else ""),
+        f"test:       {_metric_line(res.get('test'), keys)}" + (f"   ({_data(a, 'test')})" if a.get("test_file") else ""),
     ]
     if res.get("source_only"):
         lines.append(f"source-only test: {_metric_line(res['source_only'].get('test'))}")
@@ -437,7 +453,9 @@ def parse_and_run(modality: str, argv: Optional[List[str]] = None) -> Dict[str, 
 
     from .args import ARGUMENT_CLASSES
 
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    parser = HfArgumentParser(ARGUMENT_CLASSES, description=(
+        f"tltext {modality} recipe. The flags are shared by the text, speech and image recipes; a help text that "
+        "starts with 'Text:', 'Speech:' or 'Image:' applies to that modality only."))
     if modality == "image":  # image-folder aliases of the file flags
         for alias, dest in (("--train_dir", "train_file"), ("--test_dir", "test_file"),
                             ("--target_dir", "target_file"), ("--validation_dir", "validation_file")):

@@ -188,13 +188,15 @@ def eval_results(res: Dict[str, Any]) -> List[EvalResult]:
     entries = [("validation", _validation_title(res), a.get("validation_file") or a.get("train_file"), ""),
                ("test", eval_split_title(res), a.get("test_file"), oracle)]
     out: List[EvalResult] = []
+    cv_split = "train" if not res.get("num_examples", {}).get("fitted_on") else "train+validation"
     for split, title, data, note in entries:
+        shown_split = cv_split if split == "validation" and cross_validated(res) else split
         for metric, value in _scalars(res.get(split)).items():
             hub = is_hub_id(data)
             dtype = data if hub else "local:" + (os.path.basename(str(data or "").rstrip("/")) or "data")
             shown = data if hub else short_path(data) or "local data"
             out.append(EvalResult(
-                task_type=task, dataset_type=dtype, dataset_name=f"{title}: {shown}{note}", dataset_split=split,
+                task_type=task, dataset_type=dtype, dataset_name=f"{title}: {shown}{note}", dataset_split=shown_split,
                 metric_type=metric, metric_value=value, metric_name=f"{title} {metric}",
             ))
     return out

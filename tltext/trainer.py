@@ -509,7 +509,7 @@ class Trainer:
         rec = {"epoch": 0, "step": 0, "probe_C": probe.C, **{f"{where}@C={c}": v for c, v in probe.grid.items()}}
         if probe.grid and not probe.cv_folds:
             rec["val_metric"] = probe.grid[f"{probe.C:g}"]
-        return FitResult(train_seconds=seconds, train_samples_per_second=len(inputs["train"]) / max(seconds, 1e-9),
+        return FitResult(train_seconds=seconds, train_samples_per_second=len(x) / max(seconds, 1e-9),
                          best_epoch=0, best_score=rec.get("val_metric"), history=[rec],
                          num_processes=self.acc.num_processes)
 

@@ -50,7 +50,11 @@ def names() -> List[str]:
 def get(name: str) -> Type[Objective]:
     _load_all()
     if name not in _REGISTRY:
-        raise ValueError(f"--objective {name!r}: unknown; registered objectives: {', '.join(names())}")
+        import difflib
+
+        close = difflib.get_close_matches(name, names(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"--objective {name!r}: unknown{hint}; registered objectives: {', '.join(names())}")
     return _REGISTRY[name]
 
 
