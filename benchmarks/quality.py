@@ -62,7 +62,8 @@ def amazon(data: str) -> Tuple[str, List[Tuple[str, List[str]]]]:
                 "(10 % held out, stratified, for model selection: no target labels are used), adapt with the 2,000 "
                 "unlabelled target reviews (dann/mmd/cdan/mcc), test on all 2,000 target reviews. Frozen runs train a 256-wide "
                 "adapter + head over cached embeddings (source-only included); partial trains the top 2 layers (the default) for "
-                "1 epoch with otherwise default flags (LP-FT head at lr 5e-5, discriminator at 10x); "
+                "1 epoch with otherwise default flags (encoder and LP-FT head at the partial default: 1e-4 for source-only, 5e-5 "
+                "for dann/mmd, whose target terms keep it; discriminator at 10x); "
                 "full fine-tunes every layer for 2 epochs with otherwise default flags (LP-FT head, lr and warmup defaults). "
                 "Accuracy, mean +- std over seeds.")
     return protocol, runs
