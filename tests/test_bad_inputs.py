@@ -161,3 +161,13 @@ def test_the_good_files_do_run(files, tiny_bert_dir, tmp_path):
     assert main("text", [a.format(bert=tiny_bert_dir, out=tmp_path / "t") for a in TEXT] + ["--train_file", files["good"]]) == 0
     assert main("speech", [a.format(out=tmp_path / "s") for a in SPEECH] + ["--train_file", files["wav_good"]]) == 0
     assert (tmp_path / "t" / "results.json").exists() and (tmp_path / "s" / "model").is_dir()
+
+
+def test_a_flag_value_of_the_wrong_type_is_one_line_not_the_usage_block(tmp_path, capsys):
+    from tltext.experiment import parse_and_run
+
+    with pytest.raises(SystemExit) as e:
+        parse_and_run("text", ["--validation_split_percentage", "abc", "--output_dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1
+    assert "--validation_split_percentage" in err[0] and "'abc'" in err[0] and "see --help" in err[0]

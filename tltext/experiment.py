@@ -456,6 +456,10 @@ def parse_and_run(modality: str, argv: Optional[List[str]] = None) -> Dict[str, 
     parser = HfArgumentParser(ARGUMENT_CLASSES, description=(
         f"tltext {modality} recipe. The flags are shared by the text, speech and image recipes; a help text that "
         "starts with 'Text:', 'Speech:' or 'Image:' applies to that modality only."))
+    def one_line_error(message: str):  # argparse prints its whole usage block (about 100 lines) first
+        parser.exit(2, f"error: {message} (see --help)\n")
+
+    parser.error = one_line_error
     if modality == "image":  # image-folder aliases of the file flags
         for alias, dest in (("--train_dir", "train_file"), ("--test_dir", "test_file"),
                             ("--target_dir", "target_file"), ("--validation_dir", "validation_file")):
