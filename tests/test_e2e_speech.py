@@ -196,3 +196,13 @@ def test_cross_corpus_label_column_and_rename(manifest, data_dir, tmp_path, caps
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "speech_commands_mini/manifest.csv" in err and "was not seen in training" in err and "'eight'" in err
+
+
+def test_random_weights_at_the_default_fine_tuning_rate_warn(manifest, tmp_path):
+    argv = _args(manifest, tmp_path / "a", "erm", "full", ("--model_config", "tiny"), False)
+    i = argv.index("--learning_rate")
+    res = parse_and_run("speech", argv[:i] + argv[i + 2:])
+    assert res["training"]["learning_rate"] == 5e-5
+    assert any("no pretrained weights were loaded and no --learning_rate" in w for w in res["warnings"])
+    res = parse_and_run("speech", _args(manifest, tmp_path / "b", "erm", "full", ("--model_config", "tiny"), False))
+    assert not any("no --learning_rate" in w for w in res["warnings"])  # a rate given: nothing to say

@@ -362,6 +362,10 @@ class Trainer:
                                           tuning=m.tuning, modality=self.modality, args=m, model=model)
         objective = objectives.ObjectiveSet(m.objective, setup, m.da_weight, class_weights).to(self.acc.device)
         lr = t.learning_rate or default_learning_rate(m.tuning, cached, objectives.needs_target(m.objective))
+        if t.learning_rate is None and not cached and not getattr(backbone, "pretrained_weights_loaded", True):
+            warnings.warn(f"no pretrained weights were loaded and no --learning_rate was given: the default {lr:g} is a "
+                          "fine-tuning rate; training from random weights usually needs about 1e-3 (the FSDD and digits "
+                          "benchmarks train from scratch at 2e-3 / 1e-3)", UserWarning, stacklevel=2)
         head_lr = t.head_learning_rate or (lr if cached else 10 * lr)
         head_modules = [model.adapter] + ([model.classifier] if objective.use_ce else [])
         if not objectives.trains_classifier(m.objective):
