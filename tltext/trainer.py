@@ -75,8 +75,7 @@ def _probe_c_choice(probe) -> str:
         return "(scikit-learn's default: no validation file, and no class has two labelled examples to cross-validate)"
     grid = ", ".join(probe.grid)
     if probe.cv_folds:
-        where = "training + held-out validation" if probe.pooled_validation else "the training split"
-        return f"chosen from {grid} by {probe.cv_folds}-fold stratified cross-validation on {where}"
+        return f"chosen from {grid} by {probe.cv_folds}-fold stratified cross-validation on {probe.cv_data}"
     return f"chosen from {grid} on the source validation split"
 
 
@@ -525,12 +524,11 @@ class Trainer:
         if probe is None or not (probe.pooled_validation or "validation" not in self.splits):
             return None
         metric, k = self.t.metric_for_best_model, probe.cv_folds
-        over = "training + held-out validation" if probe.pooled_validation else "the training split"
         if not k:
             return ({"note": "the held-out validation split was pooled into the probe's training data "
                              "(C = 1: nothing left to validate on)"} if probe.pooled_validation else None)
         return {metric: probe.grid.get(f"{probe.C:g}"), "cross_validated": True,
-                "note": f"mean {k}-fold cross-validated {metric} over {over} at the chosen C; "
+                "note": f"mean {k}-fold cross-validated {metric} over {probe.cv_data} at the chosen C; "
                         f"the saved probe was fitted on all of them"}
 
     def _num_examples(self) -> Dict[str, int]:
@@ -738,9 +736,8 @@ class Trainer:
                 self._warnings.append("linear probe: lbfgs stopped at max_iter before converging")
             selection = ("none (C = 1: no validation file, and no class has two labelled examples to cross-validate)"
                          if not probe.grid else
-                         f"{probe.cv_folds}-fold stratified cross-validation on "
-                         + ("training + held-out validation" if probe.pooled_validation else "the training split")
-                         + " (C of the logistic-regression probe)" if probe.cv_folds else
+                         f"{probe.cv_folds}-fold stratified cross-validation on {probe.cv_data}"
+                         " (C of the logistic-regression probe)" if probe.cv_folds else
                          "source validation split (C of the logistic-regression probe)")
         res = RunResult(
             modality=self.modality, objective=m.objective, tuning=m.tuning, base_model=self.base_model,

@@ -299,11 +299,12 @@ class SpeechBackbone(Backbone):
         (``length_split``) as two passes, each cropped to its own longest clip: the same
         embeddings (up to float rounding) for less padded compute."""
         if attention_mask is not None and self.padding_invariant and input_values.shape[0] > 1:
-            chunks = length_split(attention_mask.sum(dim=1))
+            lengths = attention_mask.sum(dim=1)
+            chunks = length_split(lengths)
             if len(chunks) > 1:
                 out = None
                 for rows in chunks:
-                    n = max(int(attention_mask[rows].sum(dim=1).max()), self.min_samples)
+                    n = max(int(lengths[rows].max()), self.min_samples)
                     z = self._forward(input_values[rows, :n], attention_mask[rows, :n])
                     out = z.new_empty((input_values.shape[0], z.shape[1])) if out is None else out
                     out = out.index_copy(0, rows, z)

@@ -34,6 +34,11 @@ class ProbeFit:
     pooled_validation: bool = False  # set by the engine: fitted on training + the held-out validation split
     cv_folds: int = 0  # > 0: C was chosen by stratified cross-validation on the training examples
 
+    @property
+    def cv_data(self) -> str:
+        """The examples the probe was cross-validated on, and fitted on, in words."""
+        return "training + held-out validation" if self.pooled_validation else "the training split"
+
 
 def _fit(x: np.ndarray, y: np.ndarray, C: float, num_classes: int, class_weight, seed: int):
     from sklearn.linear_model import LogisticRegression
