@@ -11,6 +11,7 @@ that differ from the recipe defaults), through a temp file + rename.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -21,6 +22,8 @@ sys.path.insert(0, ROOT)
 
 SHOWN = ("train_file", "test_file", "target_file", "max_train_samples", "max_seq_length", "tuning", "objective",
          "da_weight", "num_train_epochs", "learning_rate", "head_learning_rate", "head_init", "mixed_precision", "seed")
+# flags that change where/how a run reports, not what it trains (the footnote states them)
+NOT_SHOWN = ("output_dir", "overwrite_output_dir", "disable_tqdm", "save_model", "report")
 
 
 def _defaults() -> Dict[str, Any]:
@@ -28,15 +31,17 @@ def _defaults() -> Dict[str, Any]:
 
     out: Dict[str, Any] = {}
     for cls in (ModelArguments, DataArguments, TrainArguments):
-        out.update({k: v.default for k, v in cls.__dataclass_fields__.items()})
+        out.update({k: v.default_factory() if v.default is dataclasses.MISSING else v.default
+                    for k, v in cls.__dataclass_fields__.items()})
     return out
 
 
 def row(path: str, defaults: Dict[str, Any]) -> Dict[str, Any]:
     r = json.load(open(os.path.join(path, "results.json")))
     a, t = r.get("args", {}), r.get("training", {})
-    flags = " ".join(f"--{k} {os.path.basename(str(a[k])) if k.endswith('_file') else a[k]}" for k in SHOWN
-                     if k in a and a[k] is not None and (k.endswith("_file") or a[k] != defaults.get(k)))
+    keys = [k for k in SHOWN if k in a] + sorted(k for k in a if k not in SHOWN and k not in NOT_SHOWN)
+    flags = " ".join(f"--{k} {os.path.basename(str(a[k])) if k.endswith('_file') else a[k]}" for k in keys
+                     if a[k] is not None and (k.endswith("_file") or a[k] != defaults.get(k)))
     name = os.path.basename(os.path.normpath(path))
     if name == "run":  # benchmarks/defaults.py layout: SIDE-TASK-TUNING-sSEED/run
         name = os.path.basename(os.path.dirname(os.path.normpath(path)))

@@ -1,0 +1,35 @@
+"""benchmarks/collect_runs.py: the flags column names every training flag that ran."""
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import collect_runs  # noqa: E402
+
+
+def _results(tmp_path, args):
+    run = tmp_path / "b2k_partial_bs8_s2"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({
+        "args": args, "test": {"accuracy": 0.761}, "validation": {"accuracy": 0.835},
+        "timing": {"train_seconds": 855.0}, "training": {"precision": "no", "learning_rate": 5e-5,
+                                                          "head_learning_rate": 5e-5}}))
+    return str(run)
+
+
+def test_flags_outside_the_shown_list_and_factory_defaults(tmp_path):
+    defaults = collect_runs._defaults()
+    args = dict(defaults, train_file="/data/amazon/books.jsonl", tuning="partial", seed=2, learning_rate=5e-5,
+                per_device_train_batch_size=8, validation_split_percentage=0.0,
+                output_dir="/runs/x", overwrite_output_dir=True, disable_tqdm=True, report=False, save_model=False)
+    r = collect_runs.row(_results(tmp_path, args), defaults)
+    flags = r["flags"].split(" --")
+    assert flags[0] == "--train_file books.jsonl"
+    assert "per_device_train_batch_size 8" in flags and "validation_split_percentage 0.0" in flags
+    assert "learning_rate 5e-05" in flags and "tuning partial" in flags and "seed 2" in flags
+    # list-valued defaults (--metric) and the output/report flags are not differences in what trained
+    assert not any(f.split()[0].lstrip("-") in ("metric", "output_dir", "report", "save_model", "disable_tqdm")
+                   for f in flags), r["flags"]
+    assert r["test_accuracy"] == 0.761 and r["learning_rates"] == {"learning_rate": 5e-5, "head_learning_rate": 5e-5}
