@@ -29,6 +29,9 @@ sides (tltext's default ``--max_seq_length``; the peers are given the same lengt
 they see the same text: no SST-2 sentence passes 66 tokens, 55 % of the books and 30 % of
 the kitchen reviews pass 128). Each run is its own process (one torch thread); finished
 runs are reused.
+tltext runs pass ``--record_oracle``: the test accuracy after every epoch is recorded (never
+used for selection), so the table can set the epoch the source validation split selected
+against the last epoch.
 Writes ``benchmarks/results/defaults.{json,md}``.
 """
 from __future__ import annotations
@@ -76,7 +79,7 @@ def tltext_cmd(task: str, tuning: str, seed: int, out: str) -> List[str]:
     cmd = [sys.executable, os.path.join(ROOT, "recipes", "text_classification.py"),
            "--train_file", os.path.join(DATA, train), "--test_file", os.path.join(DATA, test),
            "--tuning", tuning, "--seed", str(seed), "--output_dir", out, "--overwrite_output_dir",
-           "--disable_tqdm", "--report", "False", "--save_model", "False"]
+           "--disable_tqdm", "--report", "False", "--save_model", "False", "--record_oracle"]
     return cmd + (["--max_train_samples", str(n)] if n else [])
 
 
@@ -188,7 +191,8 @@ def run_one(side: str, task: str, tuning: str, seed: int, root: str) -> Dict:
                            + (" --mixed_precision bf16" if side == "tltext_bf16" else ""),
                "precision_ran": r["training"]["precision"],
                "head": r["training"].get("head") or r["training"].get("head_init"),
-               "optimizer_steps": r["training"]["optimizer_steps"]}
+               "optimizer_steps": r["training"]["optimizer_steps"], "selected_epoch": r.get("best_epoch"),
+               "epoch_test_accuracy": [h.get("oracle_test_metric") for h in r.get("history", [])]}
     else:
         res = os.path.join(out, "peer.json")
         cmd = [sys.executable, __file__, "--child", "--task", task, "--tuning", tuning, "--seed", str(seed), "--out", res]
@@ -232,6 +236,21 @@ def bf16_table(rows: List[Dict]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def selection_table(rows: List[Dict]) -> str:
+    """tltext runs with the test metric recorded per epoch (``--record_oracle``, never used for
+    selection): the epoch the source validation split selected against the last epoch."""
+    lines = ["| task | tuning | side | seed | selected epoch | test at selected (%) | test at last epoch (%) | last - selected |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (list(TASKS).index(r["task"]), r["tuning"], r["side"], r["seed"])):
+        acc = r.get("epoch_test_accuracy") or []
+        if len(acc) < 2 or None in acc or r.get("selected_epoch") is None:
+            continue
+        sel, last = 100 * acc[r["selected_epoch"]], 100 * acc[-1]
+        lines.append(f"| {r['task']} | {r['tuning']} | {r['side']} | {r['seed']} | {r['selected_epoch'] + 1} of {len(acc)} | "
+                     f"{sel:.2f} | {last:.2f} | {last - sel:+.2f} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
@@ -266,7 +285,11 @@ def main() -> int:
     for name, text in (("defaults.json", json.dumps({"doc": __doc__, "rows": allrows}, indent=1)),
                        ("defaults.md", table([r for r in allrows if r["side"] != "tltext_bf16"]) + "\n"
                         + (f"\nbf16 accuracy check (tltext defaults plus --mixed_precision bf16, same seeds):\n\n"
-                           f"{bf16_table(allrows)}\n" if bf16_table(allrows) else ""))):
+                           f"{bf16_table(allrows)}\n" if bf16_table(allrows) else "")
+                        + (f"\nSelection check (tltext runs record the test accuracy after every epoch with "
+                           f"--record_oracle; it is never used for selection): the epoch the 10 % source validation "
+                           f"split selected against the last epoch.\n\n{selection_table(allrows)}\n"
+                           if selection_table(allrows) else ""))):
         with open(os.path.join(res_dir, name + ".tmp"), "w") as f:
             f.write(text)
         os.replace(os.path.join(res_dir, name + ".tmp"), os.path.join(res_dir, name))
