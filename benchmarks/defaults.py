@@ -282,19 +282,19 @@ def main() -> int:
     merged = {key(r): r for r in old}
     merged.update({key(r): r for r in rows})
     allrows = sorted(merged.values(), key=key)
+    bf16, selection = bf16_table(allrows), selection_table(allrows)
     for name, text in (("defaults.json", json.dumps({"doc": __doc__, "rows": allrows}, indent=1)),
                        ("defaults.md", table([r for r in allrows if r["side"] != "tltext_bf16"]) + "\n"
                         + (f"\nbf16 accuracy check (tltext defaults plus --mixed_precision bf16, same seeds):\n\n"
-                           f"{bf16_table(allrows)}\n" if bf16_table(allrows) else "")
+                           f"{bf16}\n" if bf16 else "")
                         + (f"\nSelection check (tltext runs record the test accuracy after every epoch with "
                            f"--record_oracle; it is never used for selection): the epoch the 10 % source validation "
-                           f"split selected against the last epoch.\n\n{selection_table(allrows)}\n"
-                           if selection_table(allrows) else ""))):
+                           f"split selected against the last epoch.\n\n{selection}\n" if selection else ""))):
         with open(os.path.join(res_dir, name + ".tmp"), "w") as f:
             f.write(text)
         os.replace(os.path.join(res_dir, name + ".tmp"), os.path.join(res_dir, name))
     print(table([r for r in allrows if r["side"] != "tltext_bf16"]))
-    print(bf16_table(allrows))
+    print(bf16)
     return 0
 
 
