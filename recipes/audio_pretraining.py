@@ -133,18 +133,12 @@ def pretrain(m: PretrainingArguments, d: DataArguments, t: TrainArguments):
 
 def save_pretraining_model(model, backbone, out_dir: str) -> str:
     """``OUT/model`` (weights, config, feature extractor) written to a temporary folder, then renamed."""
-    import shutil
-    import tempfile
+    from tltext.atomic import atomic_dir
 
     final = os.path.join(out_dir, "model")
-    tmp = tempfile.mkdtemp(dir=out_dir, prefix=".model-")
-    try:
+    with atomic_dir(final) as tmp:
         model.save_pretrained(tmp)
         backbone.save_preprocessor(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

@@ -23,15 +23,10 @@ MLM loss / masked-token accuracy per epoch and the timing.
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
-
-import torch
 
 
 @dataclass
@@ -100,12 +95,11 @@ def save_checkpoint(backbone, head, final: str) -> str:
     written to a temporary sibling folder and renamed; returns the class saved."""
     from transformers import AutoModelForMaskedLM
 
+    from tltext.atomic import atomic_dir
     from tltext.objectives.mlm import HEAD_KEYS
 
     enc = backbone.encoder
-    parent = os.path.dirname(os.path.abspath(final))
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".model-")
-    try:
+    with atomic_dir(final) as tmp:
         if enc.config.model_type in HEAD_KEYS:
             mlm = AutoModelForMaskedLM.from_config(enc.config)
             getattr(mlm, mlm.base_model_prefix).load_state_dict(enc.state_dict(), strict=False)
@@ -117,11 +111,6 @@ def save_checkpoint(backbone, head, final: str) -> str:
             enc.save_pretrained(tmp)
             saved = type(enc).__name__
         backbone.tokenizer.save_pretrained(tmp)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return saved
 
 

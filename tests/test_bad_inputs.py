@@ -116,6 +116,20 @@ CASES = [
     ("--eval_only on a non-tltext model", "text", ["--eval_only", "--model_name_or_path", "{bert}", "--test_file", "{good}", "--output_dir", "{out}"], ["{bert}", "a 'bert' model", "not a trained tltext model"]),
     ("bad --checkpointing_steps", "text", TEXT + ["--train_file", "{good}", "--checkpointing_steps", "often"], ["--checkpointing_steps 'often'", "'epoch'"]),
     ("missing checkpoint", "text", TEXT + ["--train_file", "{good}", "--resume_from_checkpoint", "{dir}/ck"], ["{dir}/ck", "not a tltext checkpoint"]),
+    ("--max_train_samples 0", "text", TEXT + ["--train_file", "{good}", "--max_train_samples", "0"], ["--max_train_samples", "positive", "got 0"]),
+    ("--gradient_accumulation_steps 0", "text", TEXT + ["--train_file", "{good}", "--tuning", "partial", "--gradient_accumulation_steps", "0"],
+     ["--gradient_accumulation_steps must be >= 1; got 0"]),
+    ("negative --da_weight", "text", TEXT + ["--train_file", "{good}", "--target_file", "{good}", "--objective", "dann", "--tuning", "partial",
+                                             "--da_weight", "-1"], ["--da_weight must be >= 0", "-1"]),
+    ("--warmup_ratio 2", "text", TEXT + ["--train_file", "{good}", "--tuning", "partial", "--warmup_ratio", "2"], ["--warmup_ratio", "[0, 1]", "2"]),
+    ("--head_dropout 2", "text", TEXT + ["--train_file", "{good}", "--head_dropout", "2"], ["--head_dropout", "[0, 1)", "2"]),
+    ("empty objective term", "text", TEXT + ["--train_file", "{good}", "--objective", "erm+"], ["--objective 'erm+'", "empty term", "NAME[:WEIGHT]"]),
+    ("misspelt --metric", "text", TEXT + ["--train_file", "{good}", "--metric", "acuracy"], ["--metric acuracy", "not bundled", "accuracy, f1"]),
+    ("misspelt --metric_for_best_model", "text", TEXT + ["--train_file", "{good}", "--metric_for_best_model", "acc"],
+     ["--metric_for_best_model acc", "not bundled"]),
+    ("unknown --report_to", "text", TEXT + ["--train_file", "{good}", "--report_to", "tensorbord"], ["--report_to tensorbord", "unknown tracker", "tensorboard"]),
+    ("--push_to_hub with --eval_only", "text", ["--eval_only", "--model_name_or_path", "{bert}", "--test_file", "{good}", "--output_dir", "{out}",
+                                                "--push_to_hub", "--hub_model_id", "me/x"], ["--push_to_hub does not apply to --eval_only"]),
     ("validation split 100%", "text", TEXT + ["--train_file", "{good}", "--validation_split_percentage", "100"], ["--validation_split_percentage", "[0, 100)"]),
     ("corrupt wav", "speech", SPEECH + ["--train_file", "{wav_random}"], ["random.wav", "WAV/FLAC/OGG"]),
     ("augmentation under frozen tuning", "speech", SPEECH + ["--train_file", "{wav_good}", "--noise_snr_db", "10", "40"],
@@ -171,3 +185,62 @@ def test_a_flag_value_of_the_wrong_type_is_one_line_not_the_usage_block(tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1
     assert "--validation_split_percentage" in err[0] and "'abc'" in err[0] and "see --help" in err[0]
+
+
+def test_output_dir_that_is_a_file(files, tiny_bert_dir, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    argv = [a.format(bert=tiny_bert_dir, out=afile) for a in TEXT] + ["--train_file", files["good"]]
+    assert main("text", argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and f"--output_dir {afile}: is a file; expected a folder" in err[0]
+    assert afile.read_text() == "keep"
+
+
+def test_report_to_a_tracker_that_is_not_installed(files, tiny_bert_dir, tmp_path, capsys):
+    from accelerate.tracking import get_available_trackers
+
+    if "tensorboard" in [str(getattr(x, "value", x)) for x in get_available_trackers()]:
+        pytest.skip("tensorboard is installed here")
+    argv = [a.format(bert=tiny_bert_dir, out=tmp_path / "o") for a in TEXT] + ["--train_file", files["good"],
+                                                                               "--report_to", "tensorboard"]
+    assert main("text", argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "--report_to tensorboard: the tensorboard package is not installed" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_push_to_hub_without_a_token_fails_before_training(files, tiny_bert_dir, tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants as c
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(c, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    argv = [a.format(bert=tiny_bert_dir, out=tmp_path / "o") for a in TEXT] + [
+        "--train_file", files["good"], "--push_to_hub", "--hub_model_id", "me/x"]
+    assert main("text", argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "--push_to_hub: no Hugging Face token" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_overwrite_replaces_the_previous_run_whole(files, tiny_bert_dir, tmp_path):
+    """--overwrite_output_dir: once the new run is trained, no file of the old run stays
+    (report, plots, a stray file); the saved model is readable under the umask."""
+    out = tmp_path / "o"
+    base = [a.format(bert=tiny_bert_dir, out=out) for a in TEXT] + ["--train_file", files["good"]]
+    assert main("text", [x if x != "False" else "True" for x in base] + ["--seed", "1"]) == 0  # --report True
+    assert (out / "report.md").exists() and list(out.glob("*.png"))
+    (out / "stale.txt").write_text("from before")
+    old_model = (out / "model" / "model.safetensors").stat().st_ino
+    old_mask = os.umask(0o022)
+    try:
+        assert main("text", base + ["--seed", "2", "--overwrite_output_dir"]) == 0  # --report False
+    finally:
+        os.umask(old_mask)
+    assert sorted(os.listdir(out)) == ["model", "results.json"]
+    assert json.loads((out / "results.json").read_text())["args"]["seed"] == 2
+    assert (out / "model" / "model.safetensors").stat().st_ino != old_model
+    assert (out / "model").stat().st_mode & 0o777 == 0o755
+    assert {p.name: p.stat().st_mode & 0o777 for p in (out / "model").iterdir()} == \
+        {p.name: 0o644 for p in (out / "model").iterdir()}
+    assert (out / "results.json").stat().st_mode & 0o777 == 0o644

@@ -14,6 +14,7 @@ import yaml
 import tltext  # noqa: F401 - registers the Auto classes
 from tltext import hub
 from tltext.cli import main as cli_main
+from tltext.experiment import main as run_main
 from tltext.experiment import parse_and_run
 from tltext.model_card import is_hub_id, render_card
 
@@ -264,11 +265,12 @@ def test_failed_push_keeps_results_and_warns_without_token(monkeypatch, toy, tin
     monkeypatch.setattr(c, "ENDPOINT", s.url)
     try:
         out = tmp_path / "run"
-        parse_and_run("text", _args(toy, tiny_bert_dir, out, "--num_train_epochs", "1", "--report", "False",
+        rc = run_main("text", _args(toy, tiny_bert_dir, out, "--num_train_epochs", "1", "--report", "False",
                                     "--push_to_hub", "--hub_model_id", "me/x", "--hub_token", FAKE))
     finally:
         s.close()
     logs = capfd.readouterr()
+    assert rc == 1 and f"error: --push_to_hub: the push failed (WARNING above); the run is saved in {out}" in logs.err
     saved = json.loads((out / "results.json").read_text())
     assert "hub" not in saved
     warning = [w for w in saved["warnings"] if w.startswith("push to the Hub failed")]

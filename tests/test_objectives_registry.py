@@ -43,6 +43,9 @@ def test_spec_weights_and_descriptions():
     assert objectives.parse_spec("mmd:0.5+mcc") == [("mmd", 0.5), ("mcc", None)]
     terms = objectives.describe("mmd:0.5+mcc")
     assert [t["name"] for t in terms] == ["mmd", "mcc"] and terms[0]["weight"] == 0.5
+    assert terms[1]["weight"] == objectives.get("mcc").default_weight  # the weight it runs with, never None
+    # --da_weight fills the terms given without NAME:WEIGHT; plain cross-entropy adds no weighted term
+    assert [t["weight"] for t in objectives.describe("erm+mmd:0.5+mcc", da_weight=0.1)] == [None, 0.5, 0.1]
     assert objectives.needs_target("erm+mcc") and not objectives.needs_target("erm")
 
 

@@ -125,7 +125,8 @@ class TrainArguments:
     weight_decay: float = field(default=0.01)
     warmup_ratio: float = field(default=0.1)
     lr_scheduler_type: str = field(default="linear")
-    max_grad_norm: float = field(default=1.0)
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the gradient norm to this; 0 or less: no "
+                                  "clipping (as in the transformers Trainer)."})
     mixed_precision: Optional[str] = field(default=None, metadata={"help": "no | fp16 | bf16 (default: accelerate's config)."})
     class_weights: Optional[str] = field(default=None, metadata={"help": "'balanced' for inverse-frequency class weights."})
     early_stopping_patience: Optional[int] = field(default=None)
@@ -141,7 +142,8 @@ class TrainArguments:
     compare_source_only: bool = field(default=False, metadata={"help": "Also train the erm model with the same seed/tuning and report it."})
     eval_episodes: int = field(default=0, metadata={"help": "prototypes: episodic test evaluation with N episodes."})
     eval_only: bool = field(default=False, metadata={"help": "Evaluate --model_name_or_path (a tltext model) without training."})
-    report_to: str = field(default="none", metadata={"help": "Accelerate trackers: none, all, tensorboard, wandb, ..."})
+    report_to: str = field(default="none", metadata={"help": "Accelerate trackers: none, all, tensorboard, wandb, ... "
+                           "(comma-separated); each needs its package installed (e.g. pip install tensorboard)."})
     logging_steps: int = field(default=50)
     checkpointing_steps: Optional[str] = field(default=None, metadata={"help": "N (steps) or 'epoch'."})
     resume_from_checkpoint: Optional[str] = field(default=None, metadata={"help": "A checkpoint dir or 'latest'."})

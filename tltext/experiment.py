@@ -6,13 +6,9 @@ knows any objective by name (``tltext.objectives`` is asked)."""
 from __future__ import annotations
 
 import json
-import math
 import os
-import shutil
-import tempfile
 import time
 import warnings
-from dataclasses import asdict
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -79,6 +75,9 @@ def check_args(m: ModelArguments, d: DataArguments, t: TrainArguments, modality:
     bad = [f"--{k} {v}" for k, v in (("n_way", m.n_way), ("k_shot", m.k_shot), ("n_query", m.n_query)) if v is not None and v <= 0]
     if bad:
         raise ValueError(f"{', '.join(bad)}: must be positive (or left unset to derive it from the training labels)")
+    if t.push_to_hub and t.eval_only:
+        raise ValueError("--push_to_hub does not apply to --eval_only (nothing is trained); push a trained run with "
+                         "`tltext push OUT --hub_model_id ID`")
     if t.push_to_hub and not t.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id")
     if t.eval_only and not m.model_name_or_path:
@@ -86,6 +85,72 @@ def check_args(m: ModelArguments, d: DataArguments, t: TrainArguments, modality:
     from .training.engine import check_checkpoint_args
 
     check_checkpoint_args(t)
+    check_ranges(m, d, t)
+    check_outputs(t)
+
+
+def check_ranges(m: ModelArguments, d: DataArguments, t: TrainArguments) -> None:
+    """Numeric flags outside the range where they mean something: a one-line error naming the flag."""
+    if d.max_train_samples is not None and d.max_train_samples <= 0:
+        raise ValueError(f"--max_train_samples must be a positive number of rows (or unset for all); got {d.max_train_samples}")
+    if d.max_eval_samples is not None and d.max_eval_samples <= 0:
+        raise ValueError(f"--max_eval_samples must be a positive number of rows (or unset for all); got {d.max_eval_samples}")
+    if t.gradient_accumulation_steps < 1:
+        raise ValueError(f"--gradient_accumulation_steps must be >= 1; got {t.gradient_accumulation_steps}")
+    if m.da_weight is not None and m.da_weight < 0:
+        raise ValueError(f"--da_weight must be >= 0 (a negative weight reverses the objective); got {m.da_weight}")
+    if not 0 <= m.head_dropout < 1:
+        raise ValueError(f"--head_dropout is a probability in [0, 1); got {m.head_dropout}")
+    for flag, value in (("warmup_ratio", t.warmup_ratio), ("da_warmup_ratio", m.da_warmup_ratio),
+                        ("self_training_warmup", m.self_training_warmup),
+                        ("self_training_threshold", m.self_training_threshold)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"--{flag} is a fraction in [0, 1]; got {value}")
+    if t.weight_decay < 0:
+        raise ValueError(f"--weight_decay must be >= 0; got {t.weight_decay}")
+
+
+def check_outputs(t: TrainArguments) -> None:
+    """What the run writes to or reports through exists and works, before any training:
+    the output folder, the metric names, the trackers of ``--report_to``, the Hub token."""
+    from .metrics import check_metric
+
+    if os.path.exists(t.output_dir) and not os.path.isdir(t.output_dir):
+        raise ValueError(f"--output_dir {t.output_dir}: is a file; expected a folder (new or empty, or "
+                         "--overwrite_output_dir)")
+    for name in t.metric:
+        check_metric(name, "--metric")
+    check_metric(t.metric_for_best_model, "--metric_for_best_model")
+    check_report_to(t.report_to)
+    if t.push_to_hub:
+        from .hub import resolve_token
+
+        try:
+            resolve_token(t.hub_token)
+        except ValueError as e:
+            raise ValueError(f"--push_to_hub: {e}") from None
+
+
+def check_report_to(value: Optional[str]) -> None:
+    """``--report_to``: accelerate tracker names (comma-separated), ``all`` or ``none``;
+    each named tracker's package must be installed (accelerate would only warn and log nothing)."""
+    if not value or value == "none":
+        return
+    from accelerate.tracking import get_available_trackers
+    from accelerate.utils import LoggerType
+
+    known = [str(x.value) for x in LoggerType]
+    available = [str(getattr(x, "value", x)) for x in get_available_trackers()]
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    for n in names:
+        if n not in known:
+            raise ValueError(f"--report_to {value}: unknown tracker {n!r}; expected none or one of {', '.join(known)}")
+        if n == "all" and not available:
+            raise ValueError("--report_to all: no tracker package is installed (e.g. pip install tensorboard); "
+                             "use --report_to none")
+        if n != "all" and n not in available:
+            raise ValueError(f"--report_to {n}: the {n} package is not installed (pip install {n}), "
+                             "so nothing would be logged; install it or use --report_to none")
 
 
 def check_pretrained(backbone, m: ModelArguments) -> None:
@@ -110,13 +175,10 @@ def prepare_output_dir(t: TrainArguments, is_main: bool) -> None:
 
 
 def atomic_write_json(path: str, obj: Any) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=_json_default)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    """``path`` written whole or not at all (numpy/torch values as plain numbers)."""
+    from .atomic import atomic_write_json as write
+
+    write(path, obj, default=_json_default)
 
 
 def _json_default(o: Any):
@@ -472,10 +534,17 @@ def main(modality: str, argv: Optional[List[str]] = None) -> int:
     import sys
 
     try:
-        parse_and_run(modality, argv)
+        res = parse_and_run(modality, argv)
     except (ValueError, DataError, FileNotFoundError, FloatingPointError) as e:  # FloatingPointError: NonFiniteLossError
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from accelerate import PartialState
+
+    pushed_here = PartialState().is_main_process  # only the main process pushes
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+    if pushed_here and res.get("args", {}).get("push_to_hub") and "hub" not in res:  # the run is saved; the push is what failed
+        print(f"error: --push_to_hub: the push failed (WARNING above); the run is saved in {res['args']['output_dir']}",
+              file=sys.stderr)
+        return 1
     return 0

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 TOKEN_HELP = "pass --hub_token, set HF_TOKEN or log in with `hf auth login`"
@@ -109,6 +108,7 @@ def check_no_secret(plan: Sequence[Tuple[str, str]], token: str) -> None:
 def write_model_card(model_dir: str, res: Dict[str, Any], repo_id: Optional[str] = None,
                      out_dir: Optional[str] = None) -> str:
     """Write ``model_dir/README.md`` from the run's results; returns its path."""
+    from .atomic import atomic_write_text
     from .model_card import render_card
 
     with open(os.path.join(model_dir, "config.json")) as f:
@@ -117,10 +117,7 @@ def write_model_card(model_dir: str, res: Dict[str, Any], repo_id: Optional[str]
     text = render_card(res, config, repo_id=repo_id, plots=plot_files(out_dir), extra_files=extra,
                        link_prefix="" if repo_id else "../")  # local: the plots stay in OUT/, beside model/
     path = os.path.join(model_dir, CARD)
-    fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".card-", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     return path
 
 

@@ -44,7 +44,8 @@ _HYPERPARAMETERS = (
 _ENGINE_ONLY = ("learning_rate", "head_learning_rate", "num_train_epochs", "max_train_steps", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "weight_decay", "warmup_ratio", "lr_scheduler_type", "max_grad_norm",
                 "head_dropout", "early_stopping_patience", "mixed_precision")
-_ONLY_FOR = {"unfreeze_top_k": ("tuning", ("partial",)), "layer_weighting": ("modality", ("speech",)),
+_ONLY_FOR = {"unfreeze_top_k": ("tuning", ("partial",)), "layerwise_lr_decay": ("tuning", ("partial", "full")),
+             "gradual_unfreeze": ("tuning", ("partial", "full")), "layer_weighting": ("modality", ("speech",)),
              "speed_perturbation": ("modality", ("speech",)), "noise_snr_db": ("modality", ("speech",)),
              "mask_time_prob": ("modality", ("speech",)),
              "freeze_feature_encoder": ("modality", ("speech",)), "max_duration_seconds": ("modality", ("speech",)),

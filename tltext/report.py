@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
+from .atomic import atomic_write_text
 from .results import RunArtifacts, RunResult
 
 MAX_POINTS_PER_DOMAIN = 500  # embedded / plotted per domain (t-SNE then sees <= 1000 points)
@@ -346,14 +346,6 @@ def _markdown(res: Dict[str, Any], pictures: Dict[str, str], notes: List[str]) -
     return "\n".join(lines)
 
 
-def _atomic_text(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def write_run_report(result: RunResult, arts: RunArtifacts) -> Optional[str]:
     """Write OUT/report.md and its PNGs; add ``domain_gap`` (``result.extra``) and
     ``timing.report_seconds``. A failure here is reported as a warning and never loses
@@ -400,7 +392,7 @@ def write_run_report(result: RunResult, arts: RunArtifacts) -> Optional[str]:
         problems.append(f"report: plots incomplete ({type(e).__name__}: {e})")
     result.timing["report_seconds"] = res["timing"]["report_seconds"] = time.perf_counter() - t0
     path = os.path.join(odir, "report.md")
-    _atomic_text(path, _markdown(res, pictures, problems + notes))
+    atomic_write_text(path, _markdown(res, pictures, problems + notes))
     for n in problems:
         print(f"WARNING: {n}", file=sys.stderr, flush=True)
         result.warn(n)

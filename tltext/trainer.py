@@ -23,7 +23,6 @@ import copy
 import os
 import sys
 import time
-import traceback
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -555,6 +554,8 @@ class Trainer:
         t, m = self.t, self.m
         source_only = None
         backbone = self.backbone
+        previous = (previous_run_files(t.output_dir) if t.output_dir and t.overwrite_output_dir
+                    and not t.resume_from_checkpoint and self.acc.is_main_process else {})
         with warnings.catch_warnings(record=True) as caught:  # tltext's own warnings go into results.json too
             warnings.simplefilter("always", UserWarning)
             if t.compare_source_only:
@@ -578,6 +579,8 @@ class Trainer:
         if guard is not None:
             res.extra["negative_transfer_guard"] = guard
         out_dir = t.output_dir
+        if previous:  # --overwrite_output_dir: the new run is trained; the old run's files go now, not before
+            remove_previous_run(out_dir, previous, keep=("model",) if t.save_model else ())
         if out_dir and t.save_model:
             if self.acc.is_main_process:
                 res.paths["model"] = save_model_atomic(model, out_dir)
@@ -741,7 +744,7 @@ class Trainer:
                          "source validation split (C of the logistic-regression probe)")
         res = RunResult(
             modality=self.modality, objective=m.objective, tuning=m.tuning, base_model=self.base_model,
-            selection=selection, oracle=bool(t.oracle_selection), objective_terms=objectives.describe(m.objective),
+            selection=selection, oracle=bool(t.oracle_selection), objective_terms=objectives.describe(m.objective, m.da_weight),
             best_epoch=fit.best_epoch, label_names=self.label_names,
             num_examples=self._num_examples(),
             validation_split=self.splits["validation"].info if has_val else {},
@@ -794,20 +797,45 @@ class Trainer:
         return self.model
 
 
+def previous_run_files(out_dir: str) -> Dict[str, int]:
+    """The entries of ``out_dir`` before this run (checkpoint folders one by one), as
+    ``{relative path: inode}``: what ``--overwrite_output_dir`` replaces."""
+    from .training.engine import CHECKPOINT_DIR
+
+    found: Dict[str, int] = {}
+    if not os.path.isdir(out_dir):
+        return found
+    for name in os.listdir(out_dir):
+        path = os.path.join(out_dir, name)
+        if name == CHECKPOINT_DIR and os.path.isdir(path):
+            for sub in os.listdir(path):
+                found[os.path.join(name, sub)] = os.stat(os.path.join(path, sub)).st_ino
+        else:
+            found[name] = os.stat(path).st_ino
+    return found
+
+
+def remove_previous_run(out_dir: str, previous: Dict[str, int], keep: Sequence[str] = ()) -> None:
+    """Delete the entries ``previous_run_files`` listed that this run has not replaced
+    since (same inode), except ``keep`` (replaced atomically right after), so OUT holds
+    one run: no report, plot or checkpoint of the run it overwrote."""
+    import shutil
+
+    for rel, inode in previous.items():
+        path = os.path.join(out_dir, rel)
+        if rel in keep or not os.path.lexists(path) or os.stat(path).st_ino != inode:
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
 def save_model_atomic(model, out_dir: str) -> str:
     """``OUT/model`` written into a temporary folder, then renamed into place."""
-    import shutil
-    import tempfile
+    from .atomic import atomic_dir
 
     final = os.path.join(out_dir, "model")
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=out_dir, prefix=".model-")
-    try:
+    with atomic_dir(final) as tmp:
         model.save_pretrained(tmp)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
     return final

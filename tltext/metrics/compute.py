@@ -35,6 +35,17 @@ def load_metric(name: str, config_name: Optional[str] = None):
                          f"not load it from the Hugging Face Hub: {type(e).__name__}: {why}") from e
 
 
+def check_metric(name: str, flag: str = "--metric") -> None:
+    """Raise a one-line ValueError naming ``flag`` when ``name`` is neither bundled nor
+    loadable by ``evaluate.load`` (a typo, or a Hub metric offline), before any training."""
+    if name in BUNDLED:
+        return
+    try:
+        _module(name)
+    except ValueError as e:
+        raise ValueError(f"{flag} {name}: {e}") from None
+
+
 @functools.lru_cache(maxsize=None)
 def _module(name: str, config_name: Optional[str] = None):
     """One loaded module per (name, config) per process: ``evaluate.load`` costs far more than ``compute``."""

@@ -65,6 +65,9 @@ def parse_spec(spec: str) -> List[Tuple[str, Optional[float]]]:
     out: List[Tuple[str, Optional[float]]] = []
     for part in str(spec).split("+"):
         name, _, w = part.strip().partition(":")
+        if not name.strip():
+            raise ValueError(f"--objective {spec!r}: an empty term; expected NAME[:WEIGHT] joined by '+' "
+                             f"(registered: {', '.join(names())})")
         get(name.strip())
         weight = None
         if w.strip():
@@ -113,9 +116,16 @@ def frozen_adapter_dim(spec: str) -> int:
     return max(c.frozen_adapter_dim for c in classes(spec))
 
 
-def describe(spec: str) -> List[Dict[str, object]]:
-    """One record per term: name, weight as given, paper, description (card, results.json)."""
-    return [{"name": n, "weight": w, "paper": get(n).paper, "description": get(n).description}
+def describe(spec: str, da_weight: Optional[float] = None) -> List[Dict[str, object]]:
+    """One record per term: name, the weight it ran with (``NAME:WEIGHT``, else ``da_weight``
+    (``--da_weight``), else the objective's default; None for plain cross-entropy, which
+    adds no term), paper, description (card, results.json)."""
+    def weight(n: str, w: Optional[float]) -> Optional[float]:
+        if not get(n).adds_term:
+            return None
+        return w if w is not None else (da_weight if da_weight is not None else get(n).default_weight)
+
+    return [{"name": n, "weight": weight(n, w), "paper": get(n).paper, "description": get(n).description}
             for n, w in parse_spec(spec)]
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -51,15 +50,9 @@ def load_cached(cache_dir: str, key: str):
 
 def save_cached(cache_dir: str, key: str, embeddings: torch.Tensor) -> str:
     """Atomic write: temp file in the same folder, then rename."""
-    os.makedirs(cache_dir, exist_ok=True)
+    from ..atomic import atomic_path
+
     path = os.path.join(cache_dir, f"{key}.safetensors")
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file({"embeddings": embeddings.contiguous().cpu()}, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
