@@ -244,3 +244,13 @@ def test_overwrite_replaces_the_previous_run_whole(files, tiny_bert_dir, tmp_pat
     assert {p.name: p.stat().st_mode & 0o777 for p in (out / "model").iterdir()} == \
         {p.name: 0o644 for p in (out / "model").iterdir()}
     assert (out / "results.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_target_file_that_no_term_trains_on_is_a_warning(files, tiny_bert_dir, tmp_path):
+    out = tmp_path / "o"
+    argv = [a.format(bert=tiny_bert_dir, out=out) for a in TEXT] + ["--train_file", files["good"],
+                                                                    "--target_file", files["good"]]
+    assert main("text", argv) == 0
+    warns = json.loads((out / "results.json").read_text())["warnings"]
+    assert f"--target_file {files['good']}: no term of --objective erm trains on target data; the file is used only " \
+           "for the report's domain-gap plots" in warns

@@ -121,3 +121,12 @@ def test_eval_only_summary_says_nothing_was_trained(toy, tiny_bert_dir, tmp_path
                                   str(toy / "test.jsonl"), "--validation_file", str(toy / "train.jsonl"),
                                   "--output_dir", str(tmp_path / "eval2"), "--disable_tqdm"])
     assert both["num_examples"] == {"validation": 40, "test": 16} and 0.0 <= both["validation"]["accuracy"] <= 1.0
+    # the text length recorded is the saved model's, the one that ran; a different flag is named as ignored
+    saved_length = json.loads((trained / "results.json").read_text())["args"]["max_seq_length"]
+    assert isinstance(saved_length, int) and res["args"]["max_seq_length"] == saved_length and not res.get("warnings")
+    other = parse_and_run("text", ["--eval_only", "--model_name_or_path", str(trained / "model"), "--test_file",
+                                   str(toy / "test.jsonl"), "--output_dir", str(tmp_path / "eval3"), "--disable_tqdm",
+                                   "--max_seq_length", str(saved_length + 7)])
+    assert other["args"]["max_seq_length"] == saved_length and other["test"] == res["test"]
+    assert other["warnings"] == [f"--max_seq_length {saved_length + 7} ignored: --eval_only scores with the saved "
+                                 f"model's length, {saved_length} tokens"]

@@ -288,6 +288,12 @@ def load_splits(modality: str, m: ModelArguments, d: DataArguments, t: TrainArgu
         if len(tgt) == 0:
             raise DataError(f"{d.target_file}: target file has no rows")
         splits["target"] = Split(tgt.inputs, None, d.target_file)
+        if not objectives.needs_target(m.objective) and not t.eval_only:
+            from .training.selection import NEEDS_TARGET
+
+            uses = "--selection " + t.selection if t.selection in NEEDS_TARGET else "the report's domain-gap plots"
+            warnings.warn(f"--target_file {d.target_file}: no term of --objective {m.objective} trains on target data; "
+                          f"the file is used only for {uses}", UserWarning, stacklevel=2)
     return splits, label2id
 
 
@@ -504,6 +510,12 @@ def evaluate_only(acc, m: ModelArguments, d: DataArguments, t: TrainArguments) -
             res[name] = score(logits, splits[name].labels, label_names, t.metric)
             res["num_examples"][name] = len(splits[name].inputs)
     res["timing"] = {"train_seconds": 0.0, "train_samples_per_second": 0.0, "eval_seconds": time.perf_counter() - t0}
+    length = getattr(model.backbone, "max_length", None)
+    if length is not None:  # the saved model's text length is what ran
+        if d.max_seq_length is not None and d.max_seq_length != length:
+            res["warnings"] = [f"--max_seq_length {d.max_seq_length} ignored: --eval_only scores with the saved "
+                               f"model's length, {length} tokens"]
+        res["args"]["max_seq_length"] = length
     res["args"]["tuning"] = model.config.tltext.get("tuning", "?")
     res["args"]["objective"] = model.config.tltext.get("objective", "?")
     return res

@@ -375,8 +375,9 @@ def _limitations(res: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
                    "numbers are an optimistic upper bound, not an unsupervised domain-adaptation result.")
     else:
         which = "target" if eval_split_title(res) == "target test" else "test"
-        out.append(f"Model selected without {which} labels ({res.get('selection', 'see results.json')}); the "
-                   f"{eval_split_title(res)} numbers are a held-out estimate for that data only.")
+        out.append(f"Model selected without {which} labels ({res.get('selection', 'see results.json')})"
+                   + (f"; the {eval_split_title(res)} numbers are a held-out estimate for that data only."
+                      if res.get("test") else "; no test set was scored, so there is no held-out estimate."))
         if a.get("selection") == "source_validation" and uses_target(res):
             out.append("Source-validation accuracy can be a weak proxy for target accuracy under domain shift.")
     for w in res.get("warnings", []):

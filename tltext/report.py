@@ -299,7 +299,9 @@ def _confusion(res: Dict[str, Any], arts: RunArtifacts) -> Optional[Tuple[str, n
 
 
 def _fmt(v: Any, nd: int = 4) -> str:
-    return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+    """A table cell: floats to ``nd`` places; a metric the split does not have (e.g. f1 on
+    the probe's cross-validation line) as a dash."""
+    return f"{v:.{nd}f}" if isinstance(v, float) else ("-" if v is None else str(v))
 
 
 def _markdown(res: Dict[str, Any], pictures: Dict[str, str], notes: List[str]) -> str:

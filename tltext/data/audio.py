@@ -225,7 +225,7 @@ def load_audio_examples(path: str, audio_column: str = "audio", label_column: Op
     if not rows or len(next(iter(rows.values()))) == 0:
         raise DataError(f"{source}: no rows")
     if audio_column not in rows:
-        raise DataError(f"{source}: no audio column {audio_column!r}; columns are {list(rows)} (set --audio_column)")
+        raise DataError(f"{source}: no audio column {audio_column!r}; columns are {list(rows)} (set --audio_column: one column name for every file)")
     if label_column and "," in label_column:  # alternatives, e.g. 'digit,label' across two corpora
         label_column = next((c.strip() for c in label_column.split(",") if c.strip() in rows), label_column)
     has_labels = bool(label_column) and label_column in rows
@@ -233,7 +233,7 @@ def load_audio_examples(path: str, audio_column: str = "audio", label_column: Op
         if source == path and "label" not in rows and os.path.isdir(path):
             raise DataError(f"{path}: audio files but no class sub-folders; expected one sub-folder per class "
                             "(or pass require_labels=False for unlabelled clips)")
-        raise DataError(f"{source}: no label column {label_column!r}; columns are {list(rows)} (set --label_column)")
+        raise DataError(f"{source}: no label column {label_column!r}; columns are {list(rows)} (set --label_column: one column name for every file)")
     keep = _apply_filter(rows, filter, source)
     rate_col = next((c for c in _RATE_COLUMNS if c in rows), None) if is_manifest else None
 

@@ -100,7 +100,7 @@ def _from_table(path: str, image_column: str, label_column: Optional[str], requi
             col = "path"  # a manifest's usual file column
         else:
             raise DataError(f"{path}: no image column {image_column!r}; columns are {ds.column_names} "
-                            "(set --image_column)")
+                            "(set --image_column: one column name for every file)")
     base_dir = os.path.dirname(os.path.abspath(path)) if os.path.isfile(path) else os.path.abspath(path)
     feat = ds.features.get(col)
     if getattr(feat, "decode", None) is True and type(feat).__name__ == "Image":
@@ -117,7 +117,7 @@ def _from_table(path: str, image_column: str, label_column: Optional[str], requi
         if names:
             labels = [names[y] if isinstance(y, int) and 0 <= y < len(names) else y for y in labels]
     elif require_labels:
-        raise DataError(f"{path}: no label column {label_column!r}; columns are {ds.column_names} (set --label_column)")
+        raise DataError(f"{path}: no label column {label_column!r}; columns are {ds.column_names} (set --label_column: one column name for every file)")
     extra = {"paths": paths} if any(paths) else {}
     return Examples(images, labels, path, extra)
 

@@ -18,7 +18,7 @@ def examples_from_table(ds, path: str, text_column: str = "text", label_column: 
     if len(ds) == 0:
         raise DataError(f"{path}: no rows")
     if text_column not in ds.column_names:
-        raise DataError(f"{path}: no text column {text_column!r}; columns are {ds.column_names} (set --text_column)")
+        raise DataError(f"{path}: no text column {text_column!r}; columns are {ds.column_names} (set --text_column: one column name for every file)")
     texts = ds[text_column]
     for i, t in enumerate(texts):
         if not isinstance(t, str) or not t.strip():
@@ -27,5 +27,5 @@ def examples_from_table(ds, path: str, text_column: str = "text", label_column: 
     if label_column and label_column in ds.column_names:
         labels = ds[label_column]
     elif require_labels:
-        raise DataError(f"{path}: no label column {label_column!r}; columns are {ds.column_names} (set --label_column)")
+        raise DataError(f"{path}: no label column {label_column!r}; columns are {ds.column_names} (set --label_column: one column name for every file)")
     return Examples(list(texts), None if labels is None else list(labels), path)
