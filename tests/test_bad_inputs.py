@@ -90,7 +90,7 @@ CASES = [
     ("speech augmentation on text", "text", TEXT + ["--train_file", "{good}", "--speed_perturbation", "0.9", "1.1"],
      ["--speed_perturbation is a speech augmentation; this is a text run"]),
     ("missing test file", "text", TEXT + ["--train_file", "{good}", "--test_file", "{dir}/gone.csv"], ["gone.csv", "file not found"]),
-    ("malformed JSONL", "text", TEXT + ["--train_file", "{garbage}"], ["garbage.jsonl", "cannot read as JSONL"]),
+    ("malformed JSONL", "text", TEXT + ["--train_file", "{garbage}"], ["garbage.jsonl", "cannot read as JSONL: line 2 is not valid JSON", "one JSON object per line"]),
     ("unsupported format", "text", TEXT + ["--train_file", "{txt}"], ["train.txt", "unsupported file type .txt", ".jsonl"]),
     ("missing text column", "text", TEXT + ["--train_file", "{no_text}"], ["no_text.jsonl", "no text column 'text'", "sentence", "--text_column"]),
     ("missing label column", "text", TEXT + ["--train_file", "{no_label}"], ["no_label.jsonl", "no label column 'label'", "--label_column"]),

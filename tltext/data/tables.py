@@ -85,11 +85,32 @@ def _read_with_datasets(path: str, source: str, ext: str):
         with open(source, encoding="utf-8", errors="replace") as fh:
             if sum(1 for line, _ in zip(fh, range(2)) if line.strip()) < 2:
                 raise DataError(f"{path}: a header but no rows; expected at least one data row")
+    if ext == ".jsonl":
+        _check_jsonl(path, source)
     kwargs = {"delimiter": "\t"} if ext == ".tsv" else {}
     try:
         return datasets.load_dataset(_BUILDERS[ext], data_files=source, split="train", **kwargs)
     except Exception as e:  # datasets raises many types for malformed files
         raise DataError(f"{path}: cannot read as {ext[1:].upper()} ({_cause(e)})") from None
+
+
+def _check_jsonl(path: str, source: str) -> None:
+    """Every non-blank line of ``source`` is one JSON object; else DataError naming ``path``
+    and the 1-based line (datasets' own message gives a 0-based row and logs a second one)."""
+    import json
+
+    with open(source, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as e:
+                raise DataError(f"{path}: cannot read as JSONL: line {n} is not valid JSON ({e.msg} at column "
+                                f"{e.colno}); expected one JSON object per line") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}: cannot read as JSONL: line {n} is a JSON {type(obj).__name__}; "
+                                "expected one JSON object per line") from None
 
 
 def _cause(e: BaseException) -> str:
