@@ -55,6 +55,17 @@ def test_folds_follow_the_rarest_class_singletons_stay_and_only_all_singletons_f
     assert fit_linear_probe(x, y.tolist(), 4, cv_folds=0).C == 1.0
 
 
+def test_a_cross_validation_fold_with_one_class_predicts_that_class():
+    """Three examples, classes [0, 0, 1]: 2 folds, and the fold holding out the class-1
+    example trains on class 0 alone (sklearn refuses one class): it predicts class 0."""
+    x, _ = _blobs(n_per_class=3, classes=1)
+    p = fit_linear_probe(x, [0, 0, 1], 2)
+    assert p.cv_folds == 2 and len(p.grid) == len(C_GRID)
+    # every C scores the same on those folds: the fold with both classes in training holds out a class-0
+    # example, the one-class fold predicts 0 for the class-1 example it holds out
+    assert len({round(v, 9) for v in p.grid.values()}) == 1
+
+
 def test_k_shot_frozen_run_says_c_came_from_cross_validation(tiny_bert_dir, tmp_path, one_thread):
     from tltext.experiment import parse_and_run
 
