@@ -149,6 +149,9 @@ class TrainArguments:
     resume_from_checkpoint: Optional[str] = field(default=None, metadata={"help": "A checkpoint dir or 'latest'."})
     embed_batch_size: int = field(default=128)
     dataloader_num_workers: int = field(default=0)
+    group_by_length: bool = field(default=True, metadata={"help": "partial/full text and speech: draw training batches "
+                                  "of similar length (mega-batches of 50 batches sorted by length, as the transformers "
+                                  "Trainer's group_by_length), which pads less; False: uniformly random batches."})
     trim_cpu_heap: bool = field(default=True, metadata={"help": "On CPU, return freed heap pages to the OS before a long step that grew (larger than the last, >= 3/4 of the largest; glibc malloc_trim; lower peak RSS)."})
     disable_tqdm: bool = field(default=False)
     save_model: bool = field(default=True)

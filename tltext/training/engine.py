@@ -338,8 +338,9 @@ class Engine:
             train_dl = DataLoader(data.train, batch_sampler=data.batch_sampler, collate_fn=collate,
                                   num_workers=a.dataloader_num_workers, generator=gen)
         else:
-            self.sampler = (EpochRandomSampler(len(data.train), a.seed) if data.train.cached
-                            else LengthGroupedSampler(data.lengths, bs, seed=a.seed))
+            grouped = not data.train.cached and getattr(a, "group_by_length", True)
+            self.sampler = (LengthGroupedSampler(data.lengths, bs, seed=a.seed) if grouped
+                            else EpochRandomSampler(len(data.train), a.seed))
             train_dl = DataLoader(data.train, batch_size=bs, sampler=self.sampler, collate_fn=collate,
                                   num_workers=a.dataloader_num_workers, generator=gen)
         # padding-invariant backbones (text) encode the target batch on its own pass
@@ -378,7 +379,8 @@ class Engine:
         self.target = None
         if data.target is not None:
             tcollate = make_collate(data.backbone, train=True)
-            if not data.target.cached and self.two_pass and data.target_lengths is not None:
+            if (not data.target.cached and self.two_pass and data.target_lengths is not None
+                    and getattr(a, "group_by_length", True)):
                 tsampler = LengthGroupedSampler(data.target_lengths, bs, seed=a.seed + 1)
             else:
                 tsampler = EpochRandomSampler(len(data.target), a.seed + 1)
