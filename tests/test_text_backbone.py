@@ -90,3 +90,38 @@ def test_length_grouping_sorts_by_truncated_token_counts(tiny_bert_dir):
     assert lengths == [len(i) for i in ids]
     assert lengths[0] == 8 and lengths[2] < lengths[1]  # 30 words cut to 8 tokens; one long word > "ok"
     assert item_lengths(bb, torch.zeros(3, 4)) == [0, 0, 0]  # cached embeddings
+
+
+def test_group_by_length_false_draws_uniformly_random_batches(tiny_bert_dir, tmp_path, one_thread):
+    """--group_by_length (default) batches similar lengths together; False gives each epoch a
+    uniformly random permutation (the Trainer's default order), and the training differs."""
+    import json
+
+    import numpy as np
+
+    from helpers import reviews, write_jsonl
+    from tltext.experiment import main
+    from tltext.training.engine import train_sampler
+
+    lengths = list(range(1, 201))
+    grouped = list(train_sampler(False, lengths, 200, 8, 0, True))
+    plain = list(train_sampler(False, lengths, 200, 8, 0, False))
+    assert sorted(grouped) == sorted(plain) == list(range(200))
+
+    def spread(order):  # mean length range inside a batch of 8
+        return float(np.mean([np.ptp([lengths[i] for i in order[k:k + 8]]) for k in range(0, 200, 8)]))
+
+    assert spread(grouped) < 10 and spread(plain) > 60
+    assert list(train_sampler(True, lengths, 200, 8, 0, True)) == list(train_sampler(True, None, 200, 8, 0, False))
+
+    train = write_jsonl(tmp_path / "train.jsonl", reviews(24, 1))
+    losses = {}
+    for flag in ("True", "False"):
+        out = tmp_path / flag
+        assert main("text", ["--model_name_or_path", tiny_bert_dir, "--train_file", train, "--output_dir", str(out),
+                             "--tuning", "full", "--num_train_epochs", "1", "--per_device_train_batch_size", "4",
+                             "--group_by_length", flag, "--disable_tqdm", "--report", "False", "--save_model", "False"]) == 0
+        res = json.loads((out / "results.json").read_text())
+        assert res["args"]["group_by_length"] is (flag == "True")
+        losses[flag] = res["history"][0]["train_loss"]
+    assert losses["True"] != losses["False"]

@@ -38,12 +38,12 @@ _HYPERPARAMETERS = (
     "max_duration_seconds", "shots_per_class", "max_train_samples", "learning_rate", "head_learning_rate",
     "num_train_epochs", "max_train_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
     "weight_decay", "warmup_ratio", "lr_scheduler_type", "max_grad_norm", "class_weights", "mixed_precision",
-    "early_stopping_patience", "selection", "metric_for_best_model", "seed",
+    "early_stopping_patience", "group_by_length", "selection", "metric_for_best_model", "seed",
 )
 # optimiser/loop settings that do not apply to a head fitted in closed form (the linear probe)
 _ENGINE_ONLY = ("learning_rate", "head_learning_rate", "num_train_epochs", "max_train_steps", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "weight_decay", "warmup_ratio", "lr_scheduler_type", "max_grad_norm",
-                "head_dropout", "early_stopping_patience", "mixed_precision")
+                "head_dropout", "early_stopping_patience", "mixed_precision", "group_by_length")
 _ONLY_FOR = {"unfreeze_top_k": ("tuning", ("partial",)), "layerwise_lr_decay": ("tuning", ("partial", "full")),
              "gradual_unfreeze": ("tuning", ("partial", "full")), "layer_weighting": ("modality", ("speech",)),
              "speed_perturbation": ("modality", ("speech",)), "noise_snr_db": ("modality", ("speech",)),

@@ -49,6 +49,16 @@ BEST_FILE = "best_state.pt"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
+def train_sampler(cached: bool, lengths: Optional[Sequence[int]], n: int, batch_size: int, seed: int,
+                  group_by_length: bool = True):
+    """The order of the training examples each epoch: batches of similar length
+    (``LengthGroupedSampler``) for raw inputs when ``group_by_length``; otherwise (and for
+    cached embeddings, which have no padding) a uniformly random permutation per epoch."""
+    if cached or not group_by_length or lengths is None:
+        return EpochRandomSampler(n, seed)
+    return LengthGroupedSampler(lengths, batch_size, seed=seed)
+
+
 # --------------------------------------------------------------------------- checkpoint flags
 def parse_checkpointing_steps(value: Optional[str]) -> Union[int, str, None]:
     """``--checkpointing_steps``: None (off), ``"epoch"`` or a positive step count."""
@@ -338,9 +348,8 @@ class Engine:
             train_dl = DataLoader(data.train, batch_sampler=data.batch_sampler, collate_fn=collate,
                                   num_workers=a.dataloader_num_workers, generator=gen)
         else:
-            grouped = not data.train.cached and getattr(a, "group_by_length", True)
-            self.sampler = (LengthGroupedSampler(data.lengths, bs, seed=a.seed) if grouped
-                            else EpochRandomSampler(len(data.train), a.seed))
+            self.sampler = train_sampler(data.train.cached, data.lengths, len(data.train), bs, a.seed,
+                                         getattr(a, "group_by_length", True))
             train_dl = DataLoader(data.train, batch_size=bs, sampler=self.sampler, collate_fn=collate,
                                   num_workers=a.dataloader_num_workers, generator=gen)
         # padding-invariant backbones (text) encode the target batch on its own pass
