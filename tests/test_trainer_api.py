@@ -70,10 +70,13 @@ def test_lp_ft_head_learns_at_the_encoder_rate_and_the_discriminator_at_the_rand
     card = (tmp_path / "run" / "model" / "README.md").read_text()
     assert "head 5e-05, objective's own parts 0.0005" in card
     # the per-tuning defaults: partial source-only 1e-4 (an objective with target terms keeps 5e-5), full 5e-5
-    for tuning, lr in (("partial", 1e-4), ("full", 5e-5)):
+    # and the head: partial starts from the probe (LP-FT, head at the encoder's rate), full from a random head (10x)
+    for tuning, lr, head_lr, init in (("partial", 1e-4, 1e-4, "linear probe"),
+                                      ("full", 5e-5, 5e-4, "random (the default for --tuning full)")):
         trainer = _trainer(tiny_bert_dir, tmp_path / tuning, tuning=tuning)
         trainer.train()
-        assert json.loads((tmp_path / tuning / "results.json").read_text())["training"]["learning_rate"] == lr
+        tr = json.loads((tmp_path / tuning / "results.json").read_text())["training"]
+        assert (tr["learning_rate"], tr["head_learning_rate"]) == (lr, head_lr) and tr["head_init"].startswith(init)
 
 
 def test_bad_inputs_name_what_is_wrong(tiny_bert_dir, tmp_path):

@@ -108,9 +108,10 @@ class TrainArguments:
     head_learning_rate: Optional[float] = field(default=None, metadata={"help": "Head/adapter/discriminator lr (default: lr if frozen, 10x lr otherwise; an LP-FT head takes "
                                     "--learning_rate, the objective's own new parts such as a discriminator keep 10x)."})
     num_train_epochs: float = field(default=3.0)
-    head_init: str = field(default="probe", metadata={"help": "partial/full with cross-entropy: 'probe' starts the head "
-                           "from the linear probe on the pretrained embeddings (LP-FT, Kumar et al. 2022; head lr = "
-                           "--learning_rate unless --head_learning_rate), 'random' from a random head (head lr 10x)."})
+    head_init: Optional[str] = field(default=None, metadata={"help": "partial/full with cross-entropy: 'probe' starts "
+                           "the head from the linear probe on the pretrained embeddings (LP-FT, Kumar et al. 2022; head "
+                           "lr = --learning_rate unless --head_learning_rate), 'random' from a random head (head lr "
+                           "10x). Default: probe for partial, random for full."})
     linear_probe: bool = field(default=True, metadata={"help": "--tuning frozen with plain cross-entropy and no adapter: "
                                "fit the head to convergence as a logistic regression (scikit-learn lbfgs; C chosen on "
                                "--validation_file when given, else by stratified 5-fold cross-validation on the "

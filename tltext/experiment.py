@@ -50,7 +50,7 @@ def check_args(m: ModelArguments, d: DataArguments, t: TrainArguments, modality:
         raise ValueError(f"--validation_split_percentage {d.validation_split_percentage:g} does not apply with "
                          "--shots_per_class: the K-shot support set is not split (a probe chooses C by cross-validation "
                          "on it); pass --validation_file for a separate validation set")
-    if t.head_init not in ("probe", "random"):
+    if t.head_init not in (None, "probe", "random"):
         raise ValueError(f"--head_init must be probe or random; got {t.head_init!r}")
     if t.class_weights not in (None, "balanced"):
         raise ValueError(f"--class_weights must be 'balanced' (or unset); got {t.class_weights!r}")

@@ -114,6 +114,17 @@ def default_callbacks(t: TrainArguments) -> List[TrainerCallback]:
 
 
 DEFAULT_LEARNING_RATES = {"frozen": 1e-3, "partial": 1e-4, "full": 5e-5}
+DEFAULT_HEAD_INIT = {"partial": "probe", "full": "random"}
+
+
+def default_head_init(tuning: str) -> str:
+    """``--head_init`` when not given. Partial tuning starts from the linear probe (LP-FT,
+    Kumar et al. 2022): its few trainable top layers adapt features the probe already
+    separates. Full fine-tuning starts from a random head, as the transformers ``Trainer``
+    does: on Amazon books -> kitchen the probe head held the whole encoder near its
+    sentence-similarity features, which a probe separates poorly (66 % on kitchen), and cost
+    about 2 points there (benchmarks/results/pilots_amazon_full_gap.md)."""
+    return DEFAULT_HEAD_INIT.get(tuning, "probe")
 
 
 def default_learning_rate(tuning: str, cached: bool, trains_on_target: bool = False) -> float:
@@ -383,8 +394,13 @@ class Trainer:
         return model, objective, plan, inputs
 
     def _probe_init(self, m: ModelArguments, model, objective) -> bool:
-        return bool(self.t.head_init == "probe" and m.tuning != "frozen" and objective.use_ce
-                    and objectives.trains_classifier(m.objective) and not model.config.adapter_dim)
+        trains_head = (m.tuning != "frozen" and objective.use_ce and objectives.trains_classifier(m.objective)
+                       and not model.config.adapter_dim)
+        init = self.t.head_init or default_head_init(m.tuning)
+        if trains_head and init == "random":
+            self._head_init = ("random (--head_init random)" if self.t.head_init else
+                               f"random (the default for --tuning {m.tuning})")
+        return bool(trains_head and init == "probe")
 
     def _init_head_from_probe(self, model, backbone) -> None:
         """LP-FT (Kumar et al., ICLR 2022): the head of a partial/full fine-tune starts as the
