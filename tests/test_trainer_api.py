@@ -80,7 +80,7 @@ def test_lp_ft_head_learns_at_the_encoder_rate_and_the_discriminator_at_the_rand
 
 
 def test_bad_inputs_name_what_is_wrong(tiny_bert_dir, tmp_path):
-    from tltext import Trainer
+    from tltext import ModelArguments, Trainer, TrainArguments
 
     with pytest.raises(ValueError, match="train_dataset: rows have no key 'text'"):
         Trainer(model=tiny_bert_dir, train_dataset=[{"sentence": "x", "label": "a"}])
@@ -88,6 +88,11 @@ def test_bad_inputs_name_what_is_wrong(tiny_bert_dir, tmp_path):
         Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1), objective="dann")
     with pytest.raises(ValueError, match="registered objectives: .*cdan"):
         Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1), objective="cdann")
+    with pytest.raises(ValueError, match="--metric acuracy: metric 'acuracy' is not bundled"):
+        Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1), args=TrainArguments(metric=["acuracy"]))
+    with pytest.raises(ValueError, match="--da_weight must be >= 0"):
+        Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1), target_dataset=["x", "y"],
+                model_args=ModelArguments(objective="mmd", da_weight=-1.0))
     with pytest.raises(ValueError, match="call train\\(\\) first"):
         Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1)).predict(["x"])
 

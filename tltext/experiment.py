@@ -113,14 +113,10 @@ def check_ranges(m: ModelArguments, d: DataArguments, t: TrainArguments) -> None
 def check_outputs(t: TrainArguments) -> None:
     """What the run writes to or reports through exists and works, before any training:
     the output folder, the metric names, the trackers of ``--report_to``, the Hub token."""
-    from .metrics import check_metric
-
     if os.path.exists(t.output_dir) and not os.path.isdir(t.output_dir):
         raise ValueError(f"--output_dir {t.output_dir}: is a file; expected a folder (new or empty, or "
                          "--overwrite_output_dir)")
-    for name in t.metric:
-        check_metric(name, "--metric")
-    check_metric(t.metric_for_best_model, "--metric_for_best_model")
+    check_metric_names(t)
     check_report_to(t.report_to)
     if t.push_to_hub:
         from .hub import resolve_token
@@ -129,6 +125,15 @@ def check_outputs(t: TrainArguments) -> None:
             resolve_token(t.hub_token)
         except ValueError as e:
             raise ValueError(f"--push_to_hub: {e}") from None
+
+
+def check_metric_names(t: TrainArguments) -> None:
+    """``--metric`` and ``--metric_for_best_model`` load (bundled, or through ``evaluate.load``)."""
+    from .metrics import check_metric
+
+    for name in ([t.metric] if isinstance(t.metric, str) else t.metric):
+        check_metric(name, "--metric")
+    check_metric(t.metric_for_best_model, "--metric_for_best_model")
 
 
 def check_report_to(value: Optional[str]) -> None:

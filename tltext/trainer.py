@@ -255,6 +255,10 @@ class Trainer:
         self.label2id = label2id or self.label2id
         self.modality = self.backbone.modality
         objectives.check(self.m.objective, self.m.tuning, target_dataset is not None, self.modality)
+        from .experiment import check_metric_names, check_ranges
+
+        check_ranges(self.m, self.d, self.t)  # the checks the recipes make before any work
+        check_metric_names(self.t)
         self.splits: Dict[str, Split] = {}
         self._add_splits(train_dataset, eval_dataset, test_dataset, target_dataset)
         self.acc = accelerator or make_accelerator(self.t)
