@@ -169,14 +169,19 @@ def test_decode_position_across_chunk_boundaries(tmp_path, monkeypatch):
 
 
 def test_datasets_failure_reports_the_innermost_cause(tmp_path):
-    p = tmp_path / "garbage.jsonl"
+    p = tmp_path / "garbage.json"  # a JSON file goes to datasets as it is (JSONL is checked line by line first)
     p.write_text('{"text": "ok", "label": "pos"}\n{not json at all\n')
     with pytest.raises(DataError) as e:
         load_table(str(p))
     msg = str(e.value)
-    assert msg.startswith(f"{p}: cannot read as JSONL (") and "\n" not in msg
+    assert msg.startswith(f"{p}: cannot read as JSON (") and "\n" not in msg
     assert "DatasetGenerationError" not in msg and "An error occurred while generating" not in msg
     assert "JSON parse error" in msg  # pyarrow's error, not that of datasets' pandas retry
+    lines = tmp_path / "garbage.jsonl"
+    lines.write_text('{"text": "ok", "label": "pos"}\n\n["a list"]\n')
+    with pytest.raises(DataError, match=r"garbage.jsonl: cannot read as JSONL: line 3 is a JSON list; expected one "
+                                        r"JSON object per line"):
+        load_table(str(lines))
     ragged = tmp_path / "ragged.csv"
     ragged.write_text("text,label\nok,pos\n" + "a,b,c,d\n" * 3)
     with pytest.raises(DataError, match=r"ragged.csv: cannot read as CSV \(ParserError: .*line 3"):
