@@ -97,7 +97,8 @@ def pretrain(m: PretrainingArguments, d: DataArguments, t: TrainArguments):
     from accelerate.utils import set_seed
 
     from tltext import objectives
-    from tltext.experiment import atomic_write_json, build_backbone, check_args, prepare_output_dir
+    from tltext.atomic import atomic_write_json
+    from tltext.experiment import build_backbone, check_args, prepare_output_dir
     from tltext.objectives.wav2vec2_pretraining import check_options, describe_config, trained_heads
     from tltext.trainer import Split, Trainer, make_accelerator
 

@@ -119,7 +119,7 @@ def run(a: LanguageModelingArguments) -> dict:
     from accelerate.utils import set_seed
 
     from tltext.backbones import TextBackbone
-    from tltext.experiment import atomic_write_json
+    from tltext.atomic import atomic_write_json
     from tltext.modeling import TltextModel
     from tltext.objectives.mlm import MaskedLMPretraining
     from tltext.trainer import default_model

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator
 
 
 def _umask() -> int:
@@ -57,9 +57,25 @@ def atomic_write_text(path: str, text: str) -> None:
         f.write(text)
 
 
-def atomic_write_json(path: str, obj: Any, default: Optional[Callable[[Any], Any]] = None) -> None:
+def json_default(o: Any) -> Any:
+    """``json.dump``'s ``default``: numpy scalars and arrays, torch tensors as plain numbers
+    and lists; anything else as its ``str``."""
+    import numpy as np
+    import torch
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray) or torch.is_tensor(o):
+        return o.tolist()
+    return str(o)
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+    """``path`` written whole or not at all (numpy/torch values as plain numbers)."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, default=default)
+        json.dump(obj, f, indent=2, default=json_default)
 
 
 @contextlib.contextmanager

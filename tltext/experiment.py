@@ -16,6 +16,7 @@ import torch
 
 from . import objectives
 from .args import TUNINGS, DataArguments, ModelArguments, TrainArguments
+from .atomic import atomic_write_json
 from .data import DataError, build_label_maps, encode_labels
 from .data.load import load_examples
 from .results import fitted_in_closed_form
@@ -177,25 +178,6 @@ def prepare_output_dir(t: TrainArguments, is_main: bool) -> None:
         raise ValueError(f"output directory {out} exists and is not empty; use --overwrite_output_dir to replace it")
     if is_main:
         os.makedirs(out, exist_ok=True)
-
-
-def atomic_write_json(path: str, obj: Any) -> None:
-    """``path`` written whole or not at all (numpy/torch values as plain numbers)."""
-    from .atomic import atomic_write_json as write
-
-    write(path, obj, default=_json_default)
-
-
-def _json_default(o: Any):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if torch.is_tensor(o):
-        return o.tolist()
-    return str(o)
 
 
 # --------------------------------------------------------------------------- data

@@ -778,7 +778,7 @@ class Trainer:
 
     def _write(self, res: RunResult) -> None:
         if self.t.output_dir and self.acc.is_main_process:
-            from .experiment import atomic_write_json
+            from .atomic import atomic_write_json
 
             atomic_write_json(os.path.join(self.t.output_dir, "results.json"), res.as_dict())
 

@@ -69,7 +69,8 @@ def diagnose(a: argparse.Namespace) -> Dict[str, Any]:
     from ..args import DataArguments, ModelArguments
     from ..data import DataError
     from ..data.load import load_examples
-    from ..experiment import atomic_write_json, build_backbone, default_model
+    from ..atomic import atomic_write_json
+    from ..experiment import build_backbone, default_model
     from ..training.predict import EmbeddingCache, Predictor
     from .adistance import a_distance_from_error, domain_classifier_error, mmd2
     from .recommend import LARGE_GAP_A_DISTANCE, SIMILAR_A_DISTANCE, THRESHOLDS, recommend

@@ -30,7 +30,6 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.data_loader import skip_first_batches
@@ -38,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from ..atomic import json_default
 from .batching import (EpochRandomSampler, LengthGroupedSampler, ShardBatches, SplitDataset, concat_batches,
                        length_sorted, make_collate, to_device)
 from .memory import HeapTrimmer
@@ -222,16 +222,6 @@ def _every_param_used(loss: torch.Tensor, params: Sequence[torch.nn.Parameter]) 
     processes (a skipped layer contributes 0 from that process's batch)."""
     used = [p.reshape(-1)[0].float() for p in params if p.requires_grad]
     return loss + 0.0 * torch.stack(used).sum() if used else loss
-
-
-def _json_default(o: Any):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if torch.is_tensor(o):
-        return o.tolist()
-    return str(o)
 
 
 class _TargetStream:
@@ -559,7 +549,7 @@ class Engine:
             if self.best_state is not None:
                 torch.save(self.best_state, os.path.join(tmp, BEST_FILE))
             with open(os.path.join(tmp, STATE_FILE), "w") as f:
-                json.dump({"format": 2, "config": self.config, **st.to_json()}, f, indent=1, default=_json_default)
+                json.dump({"format": 2, "config": self.config, **st.to_json()}, f, indent=1, default=json_default)
         acc.wait_for_everyone()
         if acc.is_main_process:
             if os.path.exists(final):  # the same step saved again (resumed from an older checkpoint)
