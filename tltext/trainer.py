@@ -386,9 +386,13 @@ class Trainer:
         # the objective's own parts (a discriminator, an MLM head) start random: they keep the
         # random-head rate even when LP-FT lowers the classifier's to the encoder's
         objective_lr = head_lr
-        if self._probe_init(m, model, objective):  # LP-FT: start fine-tuning from the converged linear probe
+        init = self._head_init_choice(m, model, objective)
+        if init == "probe":  # LP-FT: start fine-tuning from the converged linear probe
             self._init_head_from_probe(model, backbone)
             head_lr = t.head_learning_rate or lr
+        elif init == "random":
+            self._head_init = ("random (--head_init random)" if t.head_init else
+                               f"random (the default for --tuning {m.tuning})")
         self._learning_rates = {"learning_rate": lr, "head_learning_rate": head_lr}  # as used (results.json)
         if any(p.requires_grad for p in objective.parameters()):
             self._learning_rates["objective_learning_rate"] = objective_lr
@@ -397,14 +401,12 @@ class Trainer:
                            objective_lr=objective_lr)
         return model, objective, plan, inputs
 
-    def _probe_init(self, m: ModelArguments, model, objective) -> bool:
+    def _head_init_choice(self, m: ModelArguments, model, objective) -> Optional[str]:
+        """'probe' or 'random' (``--head_init``, else the tuning's default) for a linear head that
+        cross-entropy trains on top of a trainable encoder; None when there is no such head."""
         trains_head = (m.tuning != "frozen" and objective.use_ce and objectives.trains_classifier(m.objective)
                        and not model.config.adapter_dim)
-        init = self.t.head_init or default_head_init(m.tuning)
-        if trains_head and init == "random":
-            self._head_init = ("random (--head_init random)" if self.t.head_init else
-                               f"random (the default for --tuning {m.tuning})")
-        return bool(trains_head and init == "probe")
+        return (self.t.head_init or default_head_init(m.tuning)) if trains_head else None
 
     def _init_head_from_probe(self, model, backbone) -> None:
         """LP-FT (Kumar et al., ICLR 2022): the head of a partial/full fine-tune starts as the

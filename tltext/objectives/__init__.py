@@ -120,13 +120,16 @@ def describe(spec: str, da_weight: Optional[float] = None) -> List[Dict[str, obj
     """One record per term: name, the weight it ran with (``NAME:WEIGHT``, else ``da_weight``
     (``--da_weight``), else the objective's default; None for plain cross-entropy, which
     adds no term), paper, description (card, results.json)."""
-    def weight(n: str, w: Optional[float]) -> Optional[float]:
-        if not get(n).adds_term:
-            return None
-        return w if w is not None else (da_weight if da_weight is not None else get(n).default_weight)
+    return [{"name": n, "weight": term_weight(n, w, da_weight) if get(n).adds_term else None,
+             "paper": get(n).paper, "description": get(n).description} for n, w in parse_spec(spec)]
 
-    return [{"name": n, "weight": weight(n, w), "paper": get(n).paper, "description": get(n).description}
-            for n, w in parse_spec(spec)]
+
+def term_weight(name: str, given: Optional[float], da_weight: Optional[float] = None) -> float:
+    """The weight a term runs with: ``NAME:WEIGHT`` as ``given``, else ``da_weight``
+    (``--da_weight``), else the objective's ``default_weight``."""
+    if given is not None:
+        return given
+    return da_weight if da_weight is not None else get(name).default_weight
 
 
 def help_text() -> str:
@@ -155,8 +158,7 @@ class ObjectiveSet(nn.Module):
         terms = []
         for name, w in parse_spec(spec):
             cls = get(name)
-            weight = w if w is not None else (default_weight if default_weight is not None else cls.default_weight)
-            s = ObjectiveSetup(**{**setup.__dict__, "weight": float(weight)})
+            s = ObjectiveSetup(**{**setup.__dict__, "weight": float(term_weight(name, w, default_weight))})
             terms.append(cls(s))
         self.terms = nn.ModuleList(terms)
         self.use_ce = not any(t.replaces_cross_entropy for t in terms)

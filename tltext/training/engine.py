@@ -378,11 +378,9 @@ class Engine:
         self.target = None
         if data.target is not None:
             tcollate = make_collate(data.backbone, train=True)
-            if (not data.target.cached and self.two_pass and data.target_lengths is not None
-                    and getattr(a, "group_by_length", True)):
-                tsampler = LengthGroupedSampler(data.target_lengths, bs, seed=a.seed + 1)
-            else:
-                tsampler = EpochRandomSampler(len(data.target), a.seed + 1)
+            # grouped by length only where the target runs its own pass (a joint pass pads to the source)
+            tsampler = train_sampler(data.target.cached or not self.two_pass, data.target_lengths, len(data.target),
+                                     bs, a.seed + 1, getattr(a, "group_by_length", True))
             self.target = _TargetStream(data.target, tsampler, bs, tcollate, acc, a.seed + 1,
                                         self.state.target_epoch, self.state.target_batches)
 
