@@ -168,7 +168,7 @@ def test_decode_position_across_chunk_boundaries(tmp_path, monkeypatch):
         tables._check_decodes(str(truncated), "utf-8")
 
 
-def test_datasets_failure_reports_the_innermost_cause(tmp_path):
+def test_datasets_failure_reports_the_innermost_cause(tmp_path, capfd):
     p = tmp_path / "garbage.json"  # a JSON file goes to datasets as it is (JSONL is checked line by line first)
     p.write_text('{"text": "ok", "label": "pos"}\n{not json at all\n')
     with pytest.raises(DataError) as e:
@@ -182,6 +182,12 @@ def test_datasets_failure_reports_the_innermost_cause(tmp_path):
     with pytest.raises(DataError, match=r"garbage.jsonl: cannot read as JSONL: line 3 is a JSON list; expected one "
                                         r"JSON object per line"):
         load_table(str(lines))
+    capfd.readouterr()  # what the .json case above logged
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok", "label": "pos"}\n{not json at all\n')
+    with pytest.raises(DataError, match=r"bad.jsonl: cannot read as JSONL: line 2 is not valid JSON"):
+        load_table(str(bad))
+    assert "Failed to load JSON" not in capfd.readouterr().err  # one message, not datasets' logged one too
     ragged = tmp_path / "ragged.csv"
     ragged.write_text("text,label\nok,pos\n" + "a,b,c,d\n" * 3)
     with pytest.raises(DataError, match=r"ragged.csv: cannot read as CSV \(ParserError: .*line 3"):

@@ -7,9 +7,11 @@ transcoded to a temporary UTF-8 copy for ``datasets``, deleted afterwards."""
 from __future__ import annotations
 
 import codecs
+import contextlib
+import logging
 import os
 import tempfile
-from typing import BinaryIO, Optional
+from typing import BinaryIO, Iterator, Optional
 
 from .examples import DataError
 
@@ -85,18 +87,33 @@ def _read_with_datasets(path: str, source: str, ext: str):
         with open(source, encoding="utf-8", errors="replace") as fh:
             if sum(1 for line, _ in zip(fh, range(2)) if line.strip()) < 2:
                 raise DataError(f"{path}: a header but no rows; expected at least one data row")
-    if ext == ".jsonl":
-        _check_jsonl(path, source)
     kwargs = {"delimiter": "\t"} if ext == ".tsv" else {}
     try:
-        return datasets.load_dataset(_BUILDERS[ext], data_files=source, split="train", **kwargs)
+        with _quiet_json_builder(ext == ".jsonl"):
+            return datasets.load_dataset(_BUILDERS[ext], data_files=source, split="train", **kwargs)
     except Exception as e:  # datasets raises many types for malformed files
+        if ext == ".jsonl":
+            _check_jsonl(path, source)  # names the bad line; parsed only once datasets has failed
         raise DataError(f"{path}: cannot read as {ext[1:].upper()} ({_cause(e)})") from None
+
+
+@contextlib.contextmanager
+def _quiet_json_builder(quiet: bool) -> Iterator[None]:
+    """Silence the datasets JSON builder's own error log while ``quiet``: its failure becomes
+    one DataError (``_check_jsonl``'s line), not that plus a logged second message."""
+    logger = logging.getLogger("datasets.packaged_modules.json.json")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _check_jsonl(path: str, source: str) -> None:
     """Every non-blank line of ``source`` is one JSON object; else DataError naming ``path``
-    and the 1-based line (datasets' own message gives a 0-based row and logs a second one)."""
+    and the 1-based line (datasets' own message gives a 0-based row)."""
     import json
 
     with open(source, encoding="utf-8") as fh:
