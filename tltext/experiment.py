@@ -39,14 +39,7 @@ def check_args(m: ModelArguments, d: DataArguments, t: TrainArguments, modality:
     if flag and modality == "speech" and m.tuning == "frozen":
         raise ValueError(f"--{flag} has no effect under --tuning frozen (each clip is encoded once, without "
                          "augmentation); use --tuning partial or full")
-    if t.per_device_train_batch_size <= 0 or t.per_device_eval_batch_size <= 0:
-        raise ValueError(f"batch sizes must be positive; got --per_device_train_batch_size {t.per_device_train_batch_size}, --per_device_eval_batch_size {t.per_device_eval_batch_size}")
-    if t.learning_rate is not None and t.learning_rate <= 0:
-        raise ValueError(f"--learning_rate must be positive; got {t.learning_rate}")
-    if t.num_train_epochs <= 0 and not t.max_train_steps and not t.eval_only:
-        raise ValueError(f"--num_train_epochs must be positive; got {t.num_train_epochs}")
-    if not 0 <= d.validation_split_percentage < 100:
-        raise ValueError(f"--validation_split_percentage must be in [0, 100); got {d.validation_split_percentage}")
+    check_ranges(m, d, t)
     if d.shots_per_class and d.validation_split_percentage not in (0, 10):  # 10: the default, not asked for
         raise ValueError(f"--validation_split_percentage {d.validation_split_percentage:g} does not apply with "
                          "--shots_per_class: the K-shot support set is not split (a probe chooses C by cross-validation "
@@ -86,12 +79,20 @@ def check_args(m: ModelArguments, d: DataArguments, t: TrainArguments, modality:
     from .training.engine import check_checkpoint_args
 
     check_checkpoint_args(t)
-    check_ranges(m, d, t)
     check_outputs(t)
 
 
 def check_ranges(m: ModelArguments, d: DataArguments, t: TrainArguments) -> None:
-    """Numeric flags outside the range where they mean something: a one-line error naming the flag."""
+    """Numeric flags outside the range where they mean something: a one-line error naming the flag
+    (the recipes and the Python ``Trainer`` both make these checks)."""
+    if t.per_device_train_batch_size <= 0 or t.per_device_eval_batch_size <= 0:
+        raise ValueError(f"batch sizes must be positive; got --per_device_train_batch_size {t.per_device_train_batch_size}, --per_device_eval_batch_size {t.per_device_eval_batch_size}")
+    if t.learning_rate is not None and t.learning_rate <= 0:
+        raise ValueError(f"--learning_rate must be positive; got {t.learning_rate}")
+    if t.num_train_epochs <= 0 and not t.max_train_steps and not t.eval_only:
+        raise ValueError(f"--num_train_epochs must be positive; got {t.num_train_epochs}")
+    if not 0 <= d.validation_split_percentage < 100:
+        raise ValueError(f"--validation_split_percentage must be in [0, 100); got {d.validation_split_percentage}")
     if d.max_train_samples is not None and d.max_train_samples <= 0:
         raise ValueError(f"--max_train_samples must be a positive number of rows (or unset for all); got {d.max_train_samples}")
     if d.max_eval_samples is not None and d.max_eval_samples <= 0:
