@@ -208,7 +208,7 @@ def run_one(side: str, task: str, tuning: str, seed: int, root: str) -> Dict:
 
 
 def table(rows: List[Dict]) -> str:
-    lines = ["| task | tuning | tltext defaults (%) | peer (%) | tltext - peer | n |", "|---|---|---|---|---|---|"]
+    lines = ["| task | tuning | tltext defaults (%) | peer (%) | tltext - peer (points) | n |", "|---|---|---|---|---|---|"]
     keys = sorted({(r["task"], r["tuning"]) for r in rows}, key=lambda k: (list(TASKS).index(k[0]), k[1]))
     for task, tuning in keys:
         cell = {}
@@ -216,7 +216,7 @@ def table(rows: List[Dict]) -> str:
             accs = [100 * r["accuracy"] for r in rows if (r["task"], r["tuning"], r["side"]) == (task, tuning, side)]
             cell[side] = accs
         fmt = lambda a: "-" if not a else f"{statistics.mean(a):.1f} +- {statistics.stdev(a) if len(a) > 1 else 0:.1f}"
-        diff = (f"{statistics.mean(cell['tltext']) - statistics.mean(cell['peer']):+.1f}"
+        diff = (f"{statistics.mean(cell['tltext']) - statistics.mean(cell['peer']):+.2f}"
                 if cell["tltext"] and cell["peer"] else "-")
         lines.append(f"| {task} | {tuning} | {fmt(cell['tltext'])} | {fmt(cell['peer'])} | {diff} | "
                      f"{len(cell['tltext'])}/{len(cell['peer'])} |")

@@ -20,14 +20,14 @@ DATA = ROOT.parent / "shared" / "data"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _trainer(tiny_bert_dir, out, **kw):
+def _trainer(tiny_bert_dir, out, head_init=None, **kw):
     from tltext import TltextModel, Trainer, TrainArguments
 
     train = datasets.Dataset.from_list(reviews(8, 3))
     target = [r["text"] + " in the kitchen" for r in reviews(8, 1)]
     return Trainer(model=TltextModel.from_backbone(tiny_bert_dir, num_labels=2),
                    args=TrainArguments(output_dir=str(out), num_train_epochs=2, seed=3, disable_tqdm=True,
-                                       report=False, per_device_train_batch_size=8),
+                                       report=False, per_device_train_batch_size=8, head_init=head_init),
                    train_dataset=train, target_dataset=target, **kw)
 
 
@@ -70,13 +70,22 @@ def test_lp_ft_head_learns_at_the_encoder_rate_and_the_discriminator_at_the_rand
     card = (tmp_path / "run" / "model" / "README.md").read_text()
     assert "head 5e-05, objective's own parts 0.0005" in card
     # the per-tuning defaults: partial source-only 1e-4 (an objective with target terms keeps 5e-5), full 5e-5
-    # and the head: partial starts from the probe (LP-FT, head at the encoder's rate), full from a random head (10x)
-    for tuning, lr, head_lr, init in (("partial", 1e-4, 1e-4, "linear probe"),
-                                      ("full", 5e-5, 5e-4, "random (the default for --tuning full)")):
-        trainer = _trainer(tiny_bert_dir, tmp_path / tuning, tuning=tuning)
+    # and the head: partial source-only trains a hidden-wide adapter + random head (10x), --head_init probe the
+    # LP-FT linear head (at the encoder's rate), full a random linear head (10x)
+    from transformers import AutoConfig
+
+    hidden = AutoConfig.from_pretrained(tiny_bert_dir).hidden_size
+    for name, tuning, extra, lr, head_lr, init, adapter in (
+            ("partial", "partial", {}, 1e-4, 1e-3,
+             f"random, behind a {hidden}-wide adapter (the default for --tuning partial)", hidden),
+            ("lpft", "partial", {"head_init": "probe"}, 1e-4, 1e-4, "linear probe", 0),
+            ("full", "full", {}, 5e-5, 5e-4, "random (the default for --tuning full)", 0)):
+        trainer = _trainer(tiny_bert_dir, tmp_path / name, tuning=tuning, **extra)
         trainer.train()
-        tr = json.loads((tmp_path / tuning / "results.json").read_text())["training"]
+        tr = json.loads((tmp_path / name / "results.json").read_text())["training"]
         assert (tr["learning_rate"], tr["head_learning_rate"]) == (lr, head_lr) and tr["head_init"].startswith(init)
+        model_cfg = json.loads((tmp_path / name / "model" / "config.json").read_text())
+        assert model_cfg["adapter_dim"] == adapter
 
 
 def test_bad_inputs_name_what_is_wrong(tiny_bert_dir, tmp_path):
@@ -93,6 +102,9 @@ def test_bad_inputs_name_what_is_wrong(tiny_bert_dir, tmp_path):
     with pytest.raises(ValueError, match="--da_weight must be >= 0"):
         Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1), target_dataset=["x", "y"],
                 model_args=ModelArguments(objective="mmd", da_weight=-1.0))
+    with pytest.raises(ValueError, match="--head_init probe .* cannot start the head behind --adapter_dim 64"):
+        Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1), tuning="partial",
+                model_args=ModelArguments(adapter_dim=64), args=TrainArguments(head_init="probe"))
     with pytest.raises(ValueError, match="call train\\(\\) first"):
         Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1)).predict(["x"])
 

@@ -32,7 +32,7 @@ class ModelArguments:
     self_training_warmup: float = field(default=0.3, metadata={"help": "self_training: ramp the weight linearly "
                                         "from 0 over this fraction of training, in [0, 1]."})
     discriminator_hidden_dim: int = field(default=256, metadata={"help": "DANN discriminator width."})
-    adapter_dim: Optional[int] = field(default=None, metadata={"help": "Bottleneck adapter width between embedding and head (0: none; default 256 for frozen DA/prototypes)."})
+    adapter_dim: Optional[int] = field(default=None, metadata={"help": "Adapter (Linear + GELU) width between the pooled embedding and the head (0: none). Default: under --tuning frozen the objective's own (256 for the alignment and self-training objectives, else 0); under --tuning partial the encoder's hidden size for a cross-entropy classifier with no target-data objective and no --head_init probe (the two-layer head the Trainer's pooler + classifier trains); else 0."})
     head_dropout: float = field(default=0.1)
     n_way: Optional[int] = field(default=None, metadata={"help": "prototypes: classes per episode (default: every class "
                                  "with k_shot+n_query examples, at most 64; --eval_episodes: 5)."})
@@ -111,7 +111,7 @@ class TrainArguments:
     head_init: Optional[str] = field(default=None, metadata={"help": "partial/full with cross-entropy: 'probe' starts "
                            "the head from the linear probe on the pretrained embeddings (LP-FT, Kumar et al. 2022; head "
                            "lr = --learning_rate unless --head_learning_rate), 'random' from a random head (head lr "
-                           "10x). Default: probe for partial, random for full."})
+                           "10x). Default: random for full; for partial, random behind the default adapter (see --adapter_dim), probe when there is no adapter (objectives that train on --target_file data)."})
     linear_probe: bool = field(default=True, metadata={"help": "--tuning frozen with plain cross-entropy and no adapter: "
                                "fit the head to convergence as a logistic regression (scikit-learn lbfgs; C chosen on "
                                "--validation_file when given, else by stratified 5-fold cross-validation on the "

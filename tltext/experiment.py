@@ -44,8 +44,7 @@ def check_args(m: ModelArguments, d: DataArguments, t: TrainArguments, modality:
         raise ValueError(f"--validation_split_percentage {d.validation_split_percentage:g} does not apply with "
                          "--shots_per_class: the K-shot support set is not split (a probe chooses C by cross-validation "
                          "on it); pass --validation_file for a separate validation set")
-    if t.head_init not in (None, "probe", "random"):
-        raise ValueError(f"--head_init must be probe or random; got {t.head_init!r}")
+    check_head_flags(m, t)
     if t.class_weights not in (None, "balanced"):
         raise ValueError(f"--class_weights must be 'balanced' (or unset); got {t.class_weights!r}")
     from .training.selection import CRITERIA, NEEDS_TARGET
@@ -80,6 +79,16 @@ def check_args(m: ModelArguments, d: DataArguments, t: TrainArguments, modality:
 
     check_checkpoint_args(t)
     check_outputs(t)
+
+
+def check_head_flags(m: ModelArguments, t: TrainArguments) -> None:
+    """``--head_init`` and ``--adapter_dim`` together (recipes and the Python ``Trainer``).
+    Raises ValueError naming the flag."""
+    if t.head_init not in (None, "probe", "random"):
+        raise ValueError(f"--head_init must be probe or random; got {t.head_init!r}")
+    if t.head_init == "probe" and m.adapter_dim:
+        raise ValueError(f"--head_init probe starts a linear head on the pooled embedding from the linear probe; it "
+                         f"cannot start the head behind --adapter_dim {m.adapter_dim}: drop one of the two flags")
 
 
 def check_ranges(m: ModelArguments, d: DataArguments, t: TrainArguments) -> None:

@@ -118,13 +118,32 @@ DEFAULT_HEAD_INIT = {"partial": "probe", "full": "random"}
 
 
 def default_head_init(tuning: str) -> str:
-    """``--head_init`` when not given. Partial tuning starts from the linear probe (LP-FT,
-    Kumar et al. 2022): its few trainable top layers adapt features the probe already
-    separates. Full fine-tuning starts from a random head, as the transformers ``Trainer``
+    """``--head_init`` when not given, for a head on the pooled embedding (behind an adapter,
+    see ``default_adapter_dim``, the head is always random). Partial tuning starts from the
+    linear probe (LP-FT, Kumar et al. 2022): its few trainable top layers adapt features the
+    probe already separates. Full fine-tuning starts from a random head, as the transformers ``Trainer``
     does: on Amazon books -> kitchen the probe head held the whole encoder near its
     sentence-similarity features, which a probe separates poorly (66 % on kitchen), and cost
     about 2 points there (benchmarks/results/pilots_amazon_full_gap.md)."""
     return DEFAULT_HEAD_INIT.get(tuning, "probe")
+
+
+def default_adapter_dim(spec: str, tuning: str, hidden_size: int, head_init: Optional[str] = None) -> int:
+    """``--adapter_dim`` when not given. Frozen: the objective's ``frozen_adapter_dim``.
+    Partial, for a cross-entropy classifier with no target-data objective and no ``--head_init
+    probe``: a ``hidden_size``-wide adapter (Linear + GELU) before a random head, the two-layer
+    head (BERT's pooler dense + tanh, then the classifier) that the transformers ``Trainer``'s
+    partial peer trains with the same layers frozen. Measured against the linear LP-FT head
+    (benchmarks/results/pilots_amazon_partial_adapter.md, defaults.md): Amazon books -> kitchen
+    79.4 vs 77.9, SST-2 5k 83.8 vs 83.1, SST-2 1k 79.6 vs 80.4 (3 seeds each). Objectives that
+    train on target data keep the LP-FT head their partial rows were measured with (README,
+    "Alignment on a trainable encoder"). Otherwise 0 (the head sits on the pooled embedding)."""
+    if tuning == "frozen":
+        return objectives.frozen_adapter_dim(spec)
+    if (tuning == "partial" and head_init != "probe" and not objectives.needs_target(spec)
+            and not objectives.replaces_cross_entropy(spec) and objectives.trains_classifier(spec)):
+        return int(hidden_size)
+    return 0
 
 
 def default_learning_rate(tuning: str, cached: bool, trains_on_target: bool = False) -> float:
@@ -255,9 +274,10 @@ class Trainer:
         self.label2id = label2id or self.label2id
         self.modality = self.backbone.modality
         objectives.check(self.m.objective, self.m.tuning, target_dataset is not None, self.modality)
-        from .experiment import check_metric_names, check_ranges
+        from .experiment import check_head_flags, check_metric_names, check_ranges
 
         check_ranges(self.m, self.d, self.t)  # the checks the recipes make before any work
+        check_head_flags(self.m, self.t)
         check_metric_names(self.t)
         self.splits: Dict[str, Split] = {}
         self._add_splits(train_dataset, eval_dataset, test_dataset, target_dataset)
@@ -360,8 +380,8 @@ class Trainer:
             backbone.set_layerdrop(0.0)
         backbone.to(self.acc.device)
         inputs = {name: (self._encode(backbone, name) if cached else s.inputs) for name, s in self.splits.items()}
-        adapter_dim = m.adapter_dim if m.adapter_dim is not None else (
-            objectives.frozen_adapter_dim(m.objective) if cached else 0)
+        adapter_dim = m.adapter_dim if m.adapter_dim is not None else default_adapter_dim(
+            m.objective, m.tuning, backbone.hidden_size, t.head_init)
         model = TltextModel.from_backbone(
             backbone, self.label2id, adapter_dim=adapter_dim, head_dropout=m.head_dropout, tuning=m.tuning,
             objective=m.objective, pooling=m.pooling, base_model=self.base_model,
@@ -391,8 +411,10 @@ class Trainer:
             self._init_head_from_probe(model, backbone)
             head_lr = t.head_learning_rate or lr
         elif init == "random":
-            self._head_init = ("random (--head_init random)" if t.head_init else
-                               f"random (the default for --tuning {m.tuning})")
+            d = model.config.adapter_dim
+            why = ("--head_init random" if t.head_init else f"--adapter_dim {d}" if m.adapter_dim
+                   else f"the default for --tuning {m.tuning}")
+            self._head_init = f"random{f', behind a {d}-wide adapter' if d else ''} ({why})"
         self._learning_rates = {"learning_rate": lr, "head_learning_rate": head_lr}  # as used (results.json)
         if any(p.requires_grad for p in objective.parameters()):
             self._learning_rates["objective_learning_rate"] = objective_lr
@@ -402,11 +424,12 @@ class Trainer:
         return model, objective, plan, inputs
 
     def _head_init_choice(self, m: ModelArguments, model, objective) -> Optional[str]:
-        """'probe' or 'random' (``--head_init``, else the tuning's default) for a linear head that
-        cross-entropy trains on top of a trainable encoder; None when there is no such head."""
-        trains_head = (m.tuning != "frozen" and objective.use_ce and objectives.trains_classifier(m.objective)
-                       and not model.config.adapter_dim)
-        return (self.t.head_init or default_head_init(m.tuning)) if trains_head else None
+        """'probe' or 'random' (``--head_init``, else the tuning's default; always 'random' behind an
+        adapter) for the head that cross-entropy trains on top of a trainable encoder; None when
+        there is no such head."""
+        if not (m.tuning != "frozen" and objective.use_ce and objectives.trains_classifier(m.objective)):
+            return None
+        return "random" if model.config.adapter_dim else (self.t.head_init or default_head_init(m.tuning))
 
     def _init_head_from_probe(self, model, backbone) -> None:
         """LP-FT (Kumar et al., ICLR 2022): the head of a partial/full fine-tune starts as the
