@@ -72,6 +72,13 @@ def test_partial_run_embeds_with_the_pretrained_backbone(toy, tiny_bert_dir, tmp
     assert np.asarray(saved["test"]["confusion_matrix"]).sum() == 16
     md = (out / "report.md").read_text()
     assert "Domain gap" not in md and "| test |" in md
+    # partial source-only trains the default adapter (the hidden size); without one, the 'after' features
+    # are the trained encoder's pooled embeddings, and the report says so
+    assert saved["training"]["adapter_dim"] == 32 and "## Embeddings after adaptation (adapter features)" in md
+    parse_and_run("text", _args(toy, tiny_bert_dir, tmp_path / "no_adapter", "--tuning", "partial", "--adapter_dim", "0",
+                                "--max_train_steps", "1", "--report_tsne", "False"))
+    md = (tmp_path / "no_adapter" / "report.md").read_text()
+    assert "## Embeddings after adaptation (head input: pooled embeddings of the trained model)" in md
 
 
 def test_no_report_flag(toy, tiny_bert_dir, tmp_path):

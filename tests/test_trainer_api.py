@@ -105,6 +105,14 @@ def test_bad_inputs_name_what_is_wrong(tiny_bert_dir, tmp_path):
     with pytest.raises(ValueError, match="--head_init probe .* cannot start the head behind --adapter_dim 64"):
         Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1), tuning="partial",
                 model_args=ModelArguments(adapter_dim=64), args=TrainArguments(head_init="probe"))
+    for args, flag in ((TrainArguments(head_learning_rate=0.0), "--head_learning_rate must be positive; got 0.0"),
+                       (TrainArguments(head_learning_rate=-1.0), "--head_learning_rate must be positive; got -1.0")):
+        with pytest.raises(ValueError, match=flag):
+            Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1), args=args)
+    with pytest.raises(ValueError, match="--adapter_dim must be >= 0 \\(0: no adapter\\); got -1"):
+        Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1), model_args=ModelArguments(adapter_dim=-1))
+    with pytest.warns(UserWarning, match="--head_init random applies to partial and full tuning"):
+        Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1), tuning="frozen", args=TrainArguments(head_init="random"))
     with pytest.raises(ValueError, match="call train\\(\\) first"):
         Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1)).predict(["x"])
 

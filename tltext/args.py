@@ -33,7 +33,7 @@ class ModelArguments:
                                         "from 0 over this fraction of training, in [0, 1]."})
     discriminator_hidden_dim: int = field(default=256, metadata={"help": "DANN discriminator width."})
     adapter_dim: Optional[int] = field(default=None, metadata={"help": "Adapter (Linear + GELU) width between the pooled embedding and the head (0: none). Default: under --tuning frozen the objective's own (256 for the alignment and self-training objectives, else 0); under --tuning partial the encoder's hidden size for a cross-entropy classifier with no target-data objective and no --head_init probe (the two-layer head the Trainer's pooler + classifier trains); else 0."})
-    head_dropout: float = field(default=0.1)
+    head_dropout: float = field(default=0.1, metadata={"help": "Dropout probability before the head (and inside the adapter), in [0, 1)."})
     n_way: Optional[int] = field(default=None, metadata={"help": "prototypes: classes per episode (default: every class "
                                  "with k_shot+n_query examples, at most 64; --eval_episodes: 5)."})
     k_shot: Optional[int] = field(default=None, metadata={"help": "prototypes: support items per class (default ceil(m/2), "

@@ -86,6 +86,10 @@ def check_head_flags(m: ModelArguments, t: TrainArguments) -> None:
     Raises ValueError naming the flag."""
     if t.head_init not in (None, "probe", "random"):
         raise ValueError(f"--head_init must be probe or random; got {t.head_init!r}")
+    if t.head_init is not None and m.tuning == "frozen":
+        warnings.warn(f"--head_init {t.head_init} applies to partial and full tuning; under --tuning frozen the head "
+                      "is the linear probe, or trains from random behind an adapter: the flag is ignored",
+                      UserWarning, stacklevel=2)
     if t.head_init == "probe" and m.adapter_dim:
         raise ValueError(f"--head_init probe starts a linear head on the pooled embedding from the linear probe; it "
                          f"cannot start the head behind --adapter_dim {m.adapter_dim}: drop one of the two flags")
@@ -96,8 +100,11 @@ def check_ranges(m: ModelArguments, d: DataArguments, t: TrainArguments) -> None
     (the recipes and the Python ``Trainer`` both make these checks)."""
     if t.per_device_train_batch_size <= 0 or t.per_device_eval_batch_size <= 0:
         raise ValueError(f"batch sizes must be positive; got --per_device_train_batch_size {t.per_device_train_batch_size}, --per_device_eval_batch_size {t.per_device_eval_batch_size}")
-    if t.learning_rate is not None and t.learning_rate <= 0:
-        raise ValueError(f"--learning_rate must be positive; got {t.learning_rate}")
+    for flag in ("learning_rate", "head_learning_rate"):
+        if getattr(t, flag) is not None and getattr(t, flag) <= 0:
+            raise ValueError(f"--{flag} must be positive; got {getattr(t, flag)}")
+    if m.adapter_dim is not None and m.adapter_dim < 0:
+        raise ValueError(f"--adapter_dim must be >= 0 (0: no adapter); got {m.adapter_dim}")
     if t.num_train_epochs <= 0 and not t.max_train_steps and not t.eval_only:
         raise ValueError(f"--num_train_epochs must be positive; got {t.num_train_epochs}")
     if not 0 <= d.validation_split_percentage < 100:

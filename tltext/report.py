@@ -77,8 +77,16 @@ def _target_labels_from_test(d, arts: RunArtifacts) -> Optional[List[int]]:
     return None
 
 
+def head_input_name(model: Any) -> str:
+    """What the 'after' features are: the adapter's output, else the pooled embedding the head reads."""
+    if getattr(model.config, "adapter_dim", 0):
+        return "adapter features"
+    return "head input: pooled embeddings of the trained model"
+
+
 def collect_features(arts: RunArtifacts, max_per_domain: int = MAX_POINTS_PER_DOMAIN) -> Dict[str, Any]:
-    """Backbone embeddings (before) and adapter features (after) of a subsample of
+    """Backbone embeddings (before) and the features the head reads (after: the adapter's output,
+    or the trained encoder's pooled embedding when there is no adapter) of a subsample of
     each domain. Runs on all processes (``Predictor`` gathers)."""
     model, t, m, d = arts.model, arts.train_args, arts.model_args, arts.data_args
     domains, before, after, labels = [], [], [], []
@@ -110,6 +118,7 @@ def collect_features(arts: RunArtifacts, max_per_domain: int = MAX_POINTS_PER_DO
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return {"domains": domains, "before": before, "after": after, "labels": labels, "note": note,
+            "after_name": head_input_name(model),
             "target_labels_from_test": "target" in arts.labels and arts.labels["target"] is None
             and _target_labels_from_test(d, arts) is not None}
 
@@ -126,7 +135,7 @@ def compute_domain_gap(feats: Dict[str, Any], seed: int) -> Dict[str, Any]:
         gap[f"mmd2_{stage}"] = mmd2(xs, xt, max_per_domain=None, seed=seed)
         gap["n_per_domain"] = e["n_per_domain"]
     gap["space_before"] = f"backbone embeddings ({feats['before'][0].shape[1]}-d)"
-    gap["space_after"] = f"adapter features ({feats['after'][0].shape[1]}-d)"
+    gap["space_after"] = f"{feats.get('after_name', 'adapter features')} ({feats['after'][0].shape[1]}-d)"
     return gap
 
 
@@ -304,7 +313,8 @@ def _fmt(v: Any, nd: int = 4) -> str:
     return f"{v:.{nd}f}" if isinstance(v, float) else ("-" if v is None else str(v))
 
 
-def _markdown(res: Dict[str, Any], pictures: Dict[str, str], notes: List[str]) -> str:
+def _markdown(res: Dict[str, Any], pictures: Dict[str, str], notes: List[str],
+              after_name: str = "adapter features") -> str:
     a = res["args"]
     ne = res.get("num_examples", {})
     tm = res.get("timing", {})
@@ -338,7 +348,7 @@ def _markdown(res: Dict[str, Any], pictures: Dict[str, str], notes: List[str]) -
                   f"{gap['n_per_domain']} examples per domain; linear domain classifier, 5-fold CV "
                   "(Ben-David et al. 2010). MMD^2 values are in each space's own scale."]
     for key, heading in (("embeddings_before", "Embeddings before adaptation (backbone)"),
-                         ("embeddings_after", "Embeddings after adaptation (adapter features of the trained model)"),
+                         ("embeddings_after", f"Embeddings after adaptation ({after_name})"),
                          ("confusion_matrix", "Confusion matrix"), ("curves", "Training curves")):
         if key in pictures:
             lines += ["", f"## {heading}", "", f"![{key}]({pictures[key]})"]
@@ -375,7 +385,7 @@ def write_run_report(result: RunResult, arts: RunArtifacts) -> Optional[str]:
         if feats is not None:
             if len(feats["domains"]) == 2 and "target" in arts.labels and min(len(v) for v in feats["before"]) >= 5:
                 res["domain_gap"] = result.extra["domain_gap"] = compute_domain_gap(feats, seed)
-            for stage, what in (("before", "backbone embeddings"), ("after", "adapter features")):
+            for stage, what in (("before", "backbone embeddings"), ("after", feats["after_name"])):
                 name = f"embeddings_{stage}.png"
                 title = f"{stage} adaptation: {what}"
                 if feats["target_labels_from_test"]:
@@ -394,7 +404,8 @@ def write_run_report(result: RunResult, arts: RunArtifacts) -> Optional[str]:
         problems.append(f"report: plots incomplete ({type(e).__name__}: {e})")
     result.timing["report_seconds"] = res["timing"]["report_seconds"] = time.perf_counter() - t0
     path = os.path.join(odir, "report.md")
-    atomic_write_text(path, _markdown(res, pictures, problems + notes))
+    atomic_write_text(path, _markdown(res, pictures, problems + notes,
+                                      feats["after_name"] if feats is not None else "adapter features"))
     for n in problems:
         print(f"WARNING: {n}", file=sys.stderr, flush=True)
         result.warn(n)

@@ -399,7 +399,7 @@ class Trainer:
             warnings.warn(f"no pretrained weights were loaded and no --learning_rate was given: the default {lr:g} is a "
                           "fine-tuning rate; training from random weights usually needs about 1e-3 (the FSDD and digits "
                           "benchmarks train from scratch at 2e-3 / 1e-3)", UserWarning, stacklevel=2)
-        head_lr = t.head_learning_rate or (lr if cached else 10 * lr)
+        head_lr = t.head_learning_rate if t.head_learning_rate is not None else (lr if cached else 10 * lr)
         head_modules = [model.adapter] + ([model.classifier] if objective.use_ce else [])
         if not objectives.trains_classifier(m.objective):
             model.classifier.requires_grad_(False)
@@ -409,12 +409,11 @@ class Trainer:
         init = self._head_init_choice(m, model, objective)
         if init == "probe":  # LP-FT: start fine-tuning from the converged linear probe
             self._init_head_from_probe(model, backbone)
-            head_lr = t.head_learning_rate or lr
+            head_lr = t.head_learning_rate if t.head_learning_rate is not None else lr
         elif init == "random":
-            d = model.config.adapter_dim
-            why = ("--head_init random" if t.head_init else f"--adapter_dim {d}" if m.adapter_dim
-                   else f"the default for --tuning {m.tuning}")
-            self._head_init = f"random{f', behind a {d}-wide adapter' if d else ''} ({why})"
+            d, default = model.config.adapter_dim, f"the default for --tuning {m.tuning}"
+            self._head_init = (f"random, behind a {d}-wide adapter ({f'--adapter_dim {d}' if m.adapter_dim else default})"
+                               if d else f"random ({'--head_init random' if t.head_init else default})")
         self._learning_rates = {"learning_rate": lr, "head_learning_rate": head_lr}  # as used (results.json)
         if any(p.requires_grad for p in objective.parameters()):
             self._learning_rates["objective_learning_rate"] = objective_lr
@@ -759,6 +758,8 @@ class Trainer:
                     "gradient_accumulation_steps": t.gradient_accumulation_steps,
                     "optimizer_steps": fit.steps, "steps_per_epoch": fit.steps_per_epoch,
                     "skipped_fp16_steps": fit.skipped_steps}
+        if self.model is not None:  # as built (args.adapter_dim is None when the default chose it)
+            training["adapter_dim"] = int(self.model.config.adapter_dim or 0)
         if getattr(self, "_head_init", None):
             training["head_init"] = self._head_init
         if fit.steps and getattr(self, "_learning_rates", None):
@@ -779,7 +780,7 @@ class Trainer:
                                 + (" on the unit-normalised (L2) sentence embeddings, as the checkpoint's "
                                    "sentence-transformers pipeline (Normalize) defines them"
                                    if self.model is not None and self.model.config.feature_norm == "l2" else "")
-                                + "; --learning_rate/--num_train_epochs do not apply")
+                                + "; --learning_rate/--head_learning_rate/--num_train_epochs do not apply")
             if probe.max_iter_reached:
                 self._warnings.append("linear probe: lbfgs stopped at max_iter before converging")
             selection = ("none (C = 1: no validation file, and no class has two labelled examples to cross-validate)"
