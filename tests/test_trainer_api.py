@@ -71,7 +71,7 @@ def test_lp_ft_head_learns_at_the_encoder_rate_and_the_discriminator_at_the_rand
     assert "head 5e-05, objective's own parts 0.0005" in card
     # the per-tuning defaults: partial source-only 1e-4 (an objective with target terms keeps 5e-5), full 5e-5
     # and the head: partial source-only trains a hidden-wide adapter + random head (10x), --head_init probe the
-    # LP-FT linear head (at the encoder's rate), full a random linear head (10x)
+    # LP-FT linear head (at the encoder's rate), full a random linear head (10x), full + a target term LP-FT
     from transformers import AutoConfig
 
     hidden = AutoConfig.from_pretrained(tiny_bert_dir).hidden_size
@@ -79,7 +79,9 @@ def test_lp_ft_head_learns_at_the_encoder_rate_and_the_discriminator_at_the_rand
             ("partial", "partial", {}, 1e-4, 1e-3,
              f"random, behind a {hidden}-wide adapter (the default for --tuning partial)", hidden),
             ("lpft", "partial", {"head_init": "probe"}, 1e-4, 1e-4, "linear probe", 0),
-            ("full", "full", {}, 5e-5, 5e-4, "random (the default for --tuning full)", 0)):
+            ("full", "full", {}, 5e-5, 5e-4, "random (the default for --tuning full)", 0),
+            # an objective that trains on target batches starts from the probe under full tuning too
+            ("full_mmd", "full", {"objective": "mmd"}, 5e-5, 5e-5, "linear probe", 0)):
         trainer = _trainer(tiny_bert_dir, tmp_path / name, tuning=tuning, **extra)
         trainer.train()
         tr = json.loads((tmp_path / name / "results.json").read_text())["training"]

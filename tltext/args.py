@@ -111,7 +111,7 @@ class TrainArguments:
     head_init: Optional[str] = field(default=None, metadata={"help": "partial/full with cross-entropy: 'probe' starts "
                            "the head from the linear probe on the pretrained embeddings (LP-FT, Kumar et al. 2022; head "
                            "lr = --learning_rate unless --head_learning_rate), 'random' from a random head (head lr "
-                           "10x). Default: random for full; for partial, random behind the default adapter (see --adapter_dim), probe when there is no adapter (objectives that train on --target_file data)."})
+                           "10x). Default: probe for objectives that train on --target_file data (partial and full: their target terms read the head from the first step) and for partial without an adapter; random for plain full fine-tuning, and behind the default partial adapter (see --adapter_dim)."})
     linear_probe: bool = field(default=True, metadata={"help": "--tuning frozen with plain cross-entropy and no adapter: "
                                "fit the head to convergence as a logistic regression (scikit-learn lbfgs; C chosen on "
                                "--validation_file when given, else by stratified 5-fold cross-validation on the "
