@@ -77,10 +77,12 @@ def _target_labels_from_test(d, arts: RunArtifacts) -> Optional[List[int]]:
     return None
 
 
-def head_input_name(model: Any) -> str:
+def head_input_name(model: Any, tuning: str) -> str:
     """What the 'after' features are: the adapter's output, else the pooled embedding the head reads."""
     if getattr(model.config, "adapter_dim", 0):
         return "adapter features"
+    if tuning == "frozen":
+        return "head input: the frozen backbone embeddings"
     return "head input: pooled embeddings of the trained model"
 
 
@@ -118,7 +120,7 @@ def collect_features(arts: RunArtifacts, max_per_domain: int = MAX_POINTS_PER_DO
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return {"domains": domains, "before": before, "after": after, "labels": labels, "note": note,
-            "after_name": head_input_name(model),
+            "after_name": head_input_name(model, m.tuning),
             "target_labels_from_test": "target" in arts.labels and arts.labels["target"] is None
             and _target_labels_from_test(d, arts) is not None}
 

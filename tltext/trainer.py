@@ -114,6 +114,8 @@ def default_callbacks(t: TrainArguments) -> List[TrainerCallback]:
 
 
 DEFAULT_LEARNING_RATES = {"frozen": 1e-3, "partial": 1e-4, "full": 5e-5}
+
+
 def default_head_init(tuning: str, trains_on_target: bool = False) -> str:
     """``--head_init`` when not given, for a head on the pooled embedding (behind an adapter,
     see ``default_adapter_dim``, the head is always random).
