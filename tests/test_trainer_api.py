@@ -88,6 +88,12 @@ def test_lp_ft_head_learns_at_the_encoder_rate_and_the_discriminator_at_the_rand
         assert (tr["learning_rate"], tr["head_learning_rate"]) == (lr, head_lr) and tr["head_init"].startswith(init)
         model_cfg = json.loads((tmp_path / name / "model" / "config.json").read_text())
         assert model_cfg["adapter_dim"] == adapter
+    # --head_init where there is no cross-entropy head on a trainable encoder: one warning, kept in results.json
+    _trainer(tiny_bert_dir, tmp_path / "frozen", head_init="random", tuning="frozen").train()
+    warned = json.loads((tmp_path / "frozen" / "results.json").read_text())["warnings"]
+    assert [w for w in warned if "--head_init" in w] == [
+        "--head_init random is ignored: it chooses how a cross-entropy head starts on a trainable encoder "
+        "(--tuning partial or full), and this run (--tuning frozen --objective erm) has no such head"]
 
 
 def test_bad_inputs_name_what_is_wrong(tiny_bert_dir, tmp_path):
@@ -113,8 +119,6 @@ def test_bad_inputs_name_what_is_wrong(tiny_bert_dir, tmp_path):
             Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1), args=args)
     with pytest.raises(ValueError, match="--adapter_dim must be >= 0 \\(0: no adapter\\); got -1"):
         Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1), model_args=ModelArguments(adapter_dim=-1))
-    with pytest.warns(UserWarning, match="--head_init random applies to partial and full tuning"):
-        Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1), tuning="frozen", args=TrainArguments(head_init="random"))
     with pytest.raises(ValueError, match="call train\\(\\) first"):
         Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1)).predict(["x"])
 

@@ -86,10 +86,6 @@ def check_head_flags(m: ModelArguments, t: TrainArguments) -> None:
     Raises ValueError naming the flag."""
     if t.head_init not in (None, "probe", "random"):
         raise ValueError(f"--head_init must be probe or random; got {t.head_init!r}")
-    if t.head_init is not None and m.tuning == "frozen":
-        warnings.warn(f"--head_init {t.head_init} applies to partial and full tuning; under --tuning frozen the head "
-                      "is the linear probe, or trains from random behind an adapter: the flag is ignored",
-                      UserWarning, stacklevel=2)
     if t.head_init == "probe" and m.adapter_dim:
         raise ValueError(f"--head_init probe starts a linear head on the pooled embedding from the linear probe; it "
                          f"cannot start the head behind --adapter_dim {m.adapter_dim}: drop one of the two flags")

@@ -137,7 +137,7 @@ def compute_domain_gap(feats: Dict[str, Any], seed: int) -> Dict[str, Any]:
         gap[f"mmd2_{stage}"] = mmd2(xs, xt, max_per_domain=None, seed=seed)
         gap["n_per_domain"] = e["n_per_domain"]
     gap["space_before"] = f"backbone embeddings ({feats['before'][0].shape[1]}-d)"
-    gap["space_after"] = f"{feats.get('after_name', 'adapter features')} ({feats['after'][0].shape[1]}-d)"
+    gap["space_after"] = f"{feats['after_name']} ({feats['after'][0].shape[1]}-d)"
     return gap
 
 
@@ -315,8 +315,7 @@ def _fmt(v: Any, nd: int = 4) -> str:
     return f"{v:.{nd}f}" if isinstance(v, float) else ("-" if v is None else str(v))
 
 
-def _markdown(res: Dict[str, Any], pictures: Dict[str, str], notes: List[str],
-              after_name: str = "adapter features") -> str:
+def _markdown(res: Dict[str, Any], pictures: Dict[str, str], notes: List[str], after_name: Optional[str]) -> str:
     a = res["args"]
     ne = res.get("num_examples", {})
     tm = res.get("timing", {})
@@ -406,8 +405,7 @@ def write_run_report(result: RunResult, arts: RunArtifacts) -> Optional[str]:
         problems.append(f"report: plots incomplete ({type(e).__name__}: {e})")
     result.timing["report_seconds"] = res["timing"]["report_seconds"] = time.perf_counter() - t0
     path = os.path.join(odir, "report.md")
-    atomic_write_text(path, _markdown(res, pictures, problems + notes,
-                                      feats["after_name"] if feats is not None else "adapter features"))
+    atomic_write_text(path, _markdown(res, pictures, problems + notes, feats and feats["after_name"]))
     for n in problems:
         print(f"WARNING: {n}", file=sys.stderr, flush=True)
         result.warn(n)

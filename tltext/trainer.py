@@ -413,6 +413,10 @@ class Trainer:
         # random-head rate even when LP-FT lowers the classifier's to the encoder's
         objective_lr = head_lr
         init = self._head_init_choice(m, model, objective)
+        if init is None and t.head_init is not None:  # warned here, inside train(): once, and kept in results.json
+            warnings.warn(f"--head_init {t.head_init} is ignored: it chooses how a cross-entropy head starts on a "
+                          f"trainable encoder (--tuning partial or full), and this run (--tuning {m.tuning} "
+                          f"--objective {m.objective}) has no such head", UserWarning, stacklevel=2)
         if init == "probe":  # LP-FT: start fine-tuning from the converged linear probe
             self._init_head_from_probe(model, backbone)
             head_lr = t.head_learning_rate if t.head_learning_rate is not None else lr
