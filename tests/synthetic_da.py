@@ -40,7 +40,7 @@ class ToyModel(nn.Module):
         return self.head(f)
 
 
-def train(seed: int, spec: str, steps: int = 300, lr: float = 3e-3):
+def train(seed: int, spec: str, steps: int = 300, lr: float = 3e-3, args=None):
     """Target test accuracy after ``steps`` of ``spec`` (e.g. "erm", "cdan", "mcc")."""
     gen = torch.Generator().manual_seed(seed)
     xs, ys = make_domain(1000, gen, False)
@@ -48,7 +48,7 @@ def train(seed: int, spec: str, steps: int = 300, lr: float = 3e-3):
     xte, yte = make_domain(2000, gen, True)
     torch.manual_seed(seed)
     model = ToyModel()
-    obj = ObjectiveSet(spec, ObjectiveSetup(feature_dim=16, num_classes=2))
+    obj = ObjectiveSet(spec, ObjectiveSetup(feature_dim=16, num_classes=2, args=args))
     opt = torch.optim.Adam([*model.parameters(), *obj.parameters()], lr=lr)
     logs = []
     for step in range(steps):

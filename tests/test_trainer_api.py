@@ -119,6 +119,10 @@ def test_bad_inputs_name_what_is_wrong(tiny_bert_dir, tmp_path):
             Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1), args=args)
     with pytest.raises(ValueError, match="--adapter_dim must be >= 0 \\(0: no adapter\\); got -1"):
         Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1), model_args=ModelArguments(adapter_dim=-1))
+    # flag checks come before the backbone loads: a model path that does not exist is never reached
+    with pytest.raises(ValueError, match="--head_learning_rate must be positive; got 0.0"):
+        Trainer(model=str(tmp_path / "no-such-model"), train_dataset=reviews(2, 1),
+                args=TrainArguments(head_learning_rate=0.0))
     with pytest.raises(ValueError, match="call train\\(\\) first"):
         Trainer(model=tiny_bert_dir, train_dataset=reviews(2, 1)).predict(["x"])
 

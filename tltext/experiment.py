@@ -117,7 +117,8 @@ def check_ranges(m: ModelArguments, d: DataArguments, t: TrainArguments) -> None
         raise ValueError(f"--head_dropout is a probability in [0, 1); got {m.head_dropout}")
     for flag, value in (("warmup_ratio", t.warmup_ratio), ("da_warmup_ratio", m.da_warmup_ratio),
                         ("self_training_warmup", m.self_training_warmup),
-                        ("self_training_threshold", m.self_training_threshold)):
+                        ("self_training_threshold", m.self_training_threshold),
+                        ("self_training_ema_decay", m.self_training_ema_decay)):
         if not 0 <= value <= 1:
             raise ValueError(f"--{flag} is a fraction in [0, 1]; got {value}")
     if t.weight_decay < 0:

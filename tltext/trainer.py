@@ -272,6 +272,11 @@ class Trainer:
 
         if self.m.tuning not in TUNINGS:
             raise ValueError(f"tuning must be one of {', '.join(TUNINGS)}; got {self.m.tuning!r}")
+        from .experiment import check_head_flags, check_metric_names, check_ranges
+
+        check_ranges(self.m, self.d, self.t)  # the checks the recipes make, before the backbone loads
+        check_head_flags(self.m, self.t)
+        check_metric_names(self.t)
         if self.t.disable_tqdm:
             quiet_progress_bars()  # also the model-loading and datasets bars, before anything loads
         self._fresh_backbone = fresh_backbone
@@ -280,11 +285,6 @@ class Trainer:
         self.label2id = label2id or self.label2id
         self.modality = self.backbone.modality
         objectives.check(self.m.objective, self.m.tuning, target_dataset is not None, self.modality)
-        from .experiment import check_head_flags, check_metric_names, check_ranges
-
-        check_ranges(self.m, self.d, self.t)  # the checks the recipes make before any work
-        check_head_flags(self.m, self.t)
-        check_metric_names(self.t)
         self.splits: Dict[str, Split] = {}
         self._add_splits(train_dataset, eval_dataset, test_dataset, target_dataset)
         self.acc = accelerator or make_accelerator(self.t)
