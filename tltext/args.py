@@ -31,10 +31,10 @@ class ModelArguments:
                                            "when its softmax probability is above this, in [0, 1] (1.0 keeps none)."})
     self_training_warmup: float = field(default=0.3, metadata={"help": "self_training: ramp the weight linearly "
                                         "from 0 over this fraction of training, in [0, 1]."})
-    self_training_teacher: str = field(default="clean", metadata={"choices": ["clean", "student", "ema"], "help":
-                                       "self_training: what pseudo-labels the target: 'clean' (the model itself "
-                                       "without dropout, no gradient), 'student' (the logits being trained, with "
-                                       "dropout) or 'ema' (a mean teacher: the moving average of the model's "
+    self_training_teacher: str = field(default="student", metadata={"choices": ["student", "clean", "ema"], "help":
+                                       "self_training: what pseudo-labels the target: 'student' (the logits being "
+                                       "trained, with dropout), 'clean' (the model itself without dropout, no "
+                                       "gradient) or 'ema' (a mean teacher: the moving average of the model's "
                                        "weights, without dropout)."})
     self_training_ema_decay: float = field(default=0.99, metadata={"help": "self_training --self_training_teacher ema: "
                                            "the teacher's weight decay per step, in [0, 1]."})

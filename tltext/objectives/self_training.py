@@ -14,10 +14,10 @@ ICLR 2018 (teacher without dropout, confidence threshold, class balance).
 On a target batch of student logits ``z`` ``[B, C]`` (the training forward, with
 dropout) and teacher logits ``z'`` from ``--self_training_teacher``:
 
-- ``clean`` (default): the same model without dropout, no gradient (Xie et al.,
-  "Self-training with Noisy Student", CVPR 2020: the teacher labels un-noised, the
-  student learns under noise; dropout is the noise);
-- ``student``: ``z' = z`` detached (Lee 2013: the model's own training logits);
+- ``student`` (default): ``z' = z`` detached (Lee 2013: the model's own training logits);
+- ``clean``: the same model without dropout, no gradient (Xie et al., "Self-training
+  with Noisy Student", CVPR 2020: the teacher labels un-noised, the student learns
+  under noise; dropout is the noise);
 - ``ema``: a mean teacher, a copy of the model whose weights follow
   ``theta' <- d * theta' + (1 - d) * theta`` after every step
   (``d`` = ``--self_training_ema_decay``), without dropout, no gradient;
@@ -59,7 +59,7 @@ from .base import Objective, ObjectiveSetup, Step, TermOutput, skipped
 
 THRESHOLD = 0.9
 WARMUP = 0.3
-TEACHERS = ("clean", "student", "ema")
+TEACHERS = ("student", "clean", "ema")
 EMA_DECAY = 0.99
 
 
