@@ -196,3 +196,25 @@ def test_bf16_mixed_precision_on_cpu(data, tiny_bert_dir, tmp_path):
     assert lb != lf and all(abs(b - f) <= 0.05 * f for b, f in zip(lb, lf))
     assert all(t.dtype == torch.float32 for t in _weights(tmp_path / "bf16").values())
     assert rb["test"]["accuracy"] >= 0.75 and abs(rb["test"]["accuracy"] - rf["test"]["accuracy"]) <= 0.1
+
+
+def test_a_checkpoint_resumes_only_with_the_objective_options_it_ran(data, tiny_bert_dir, tmp_path, capsys):
+    st = ["--tuning", "frozen", "--objective", "self_training", "--target_file", str(data / "target.jsonl"),
+          "--self_training_teacher", "ema", "--self_training_ema_decay", "0.5", "--self_training_threshold", "0.5",
+          "--num_train_epochs", "2", "--per_device_train_batch_size", "16", "--checkpointing_steps", "3"]
+    out = tmp_path / "run"
+    parse_and_run("text", _args(data, tiny_bert_dir, out, *st))
+    ck = out / "checkpoints" / "step_6"
+    saved = json.loads((ck / STATE_FILE).read_text())["config"]["objective_options"]
+    assert saved["self_training_teacher"] == "ema" and saved["self_training_ema_decay"] == 0.5
+    capsys.readouterr()
+    for flag, old, new in (("--self_training_teacher", "'ema'", "'clean'"), ("--self_training_ema_decay", "0.5", "0.9")):
+        i = st.index(flag)
+        changed = st[:i + 1] + [new.strip("'")] + st[i + 2:]
+        rc = main("text", _args(data, tiny_bert_dir, out, *changed, "--resume_from_checkpoint", str(ck)))
+        err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
+        assert rc == 2 and len(err) == 1 and "objective_options" in err[0], err
+        assert f"'{flag[2:]}': {old}" in err[0] and str(ck) in err[0]
+    # the same flags resume; the EMA teacher restarts from the model, and the run says so
+    res = parse_and_run("text", _args(data, tiny_bert_dir, out, *st, "--resume_from_checkpoint", str(ck)))
+    assert any("the EMA teacher starts again from the model" in w for w in res["warnings"])

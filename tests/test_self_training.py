@@ -222,3 +222,20 @@ def test_runs_through_the_engine_with_every_tuning(spec, tuning, teacher, tiny_b
     assert all(0 <= e["self_training/kept"] <= 8 for e in h)
     assert h[-1]["self_training/coeff"] == 1.0
     assert [t["name"] for t in res["objective_terms"]] == spec.split("+")
+
+
+def test_teacher_flags_given_to_another_objective_or_teacher_are_reported_as_ignored(tiny_bert_dir, tmp_path):
+    toy = write_domains(tmp_path)
+    base = ["--model_name_or_path", tiny_bert_dir, "--train_file", str(toy / "src.jsonl"),
+            "--test_file", str(toy / "tgt.jsonl"), "--tuning", "frozen", "--num_train_epochs", "1", "--disable_tqdm",
+            "--report", "False", "--cache_dir", str(tmp_path / "cache")]
+    res = parse_and_run("text", base + ["--objective", "erm", "--self_training_teacher", "ema",
+                                        "--output_dir", str(tmp_path / "erm")])
+    assert "--self_training_teacher ema is ignored: no term of --objective erm reads it" in res["warnings"]
+    res = parse_and_run("text", base + ["--objective", "self_training", "--target_file", str(toy / "tgt.jsonl"),
+                                        "--self_training_ema_decay", "0.5", "--output_dir", str(tmp_path / "st")])
+    assert [w for w in res["warnings"] if "is ignored" in w] == [
+        "--self_training_ema_decay 0.5 is ignored: no term of --objective self_training reads it"]
+    card = (tmp_path / "st" / "model" / "README.md").read_text()
+    assert "| self_training_teacher | student |" in card and "| self_training_threshold | 0.9 |" in card
+    assert "| self_training_ema_decay |" not in card  # it set nothing in this run (the card lists the warning)

@@ -37,7 +37,8 @@ class ModelArguments:
                                        "gradient) or 'ema' (a mean teacher: the moving average of the model's "
                                        "weights, without dropout)."})
     self_training_ema_decay: float = field(default=0.99, metadata={"help": "self_training --self_training_teacher ema: "
-                                           "the teacher's weight decay per step, in [0, 1]."})
+                                           "the EMA decay d of the teacher's weights (theta' <- d * theta' + (1 - d) * "
+                                           "theta each step), in [0, 1]."})
     discriminator_hidden_dim: int = field(default=256, metadata={"help": "DANN discriminator width."})
     adapter_dim: Optional[int] = field(default=None, metadata={"help": "Adapter (Linear + GELU) width between the pooled embedding and the head (0: none). Default: under --tuning frozen the objective's own (256 for the alignment and self-training objectives, else 0); under --tuning partial the encoder's hidden size for a cross-entropy classifier with no target-data objective and no --head_init probe (the two-layer head the Trainer's pooler + classifier trains); else 0."})
     head_dropout: float = field(default=0.1, metadata={"help": "Dropout probability before the head (and inside the adapter), in [0, 1)."})

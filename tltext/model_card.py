@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Sequence
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -63,11 +64,12 @@ def _terms(res: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 
 def objective_options(res: Dict[str, Any]) -> set:
-    """The ``ModelArguments`` fields the run's objective terms read (shown in the card)."""
+    """The ``ModelArguments`` fields the run's objective terms read with its flags (shown in the card)."""
     out: set = set()
+    args = SimpleNamespace(**res.get("args", {}))
     for t in _terms(res):
         try:
-            out |= set(objectives.get(t["name"]).options)
+            out |= set(objectives.get(t["name"]).applied_options(args))
         except ValueError:
             pass
     return out
@@ -324,7 +326,7 @@ def _hyperparameters(res: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
     lines = ["| setting | value |", "| --- | --- |"]
     objective_keys = {o for n in objectives.names() for o in objectives.get(n).options}
     opts = objective_options(res)
-    for k in _HYPERPARAMETERS:
+    for k in _HYPERPARAMETERS + tuple(sorted(opts - set(_HYPERPARAMETERS))):
         if k == "pooling" and ctx["modality"] == "image":
             continue
         if k not in a or (k in _ONLY_FOR and ctx.get(_ONLY_FOR[k][0]) not in _ONLY_FOR[k][1]):

@@ -24,7 +24,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -33,6 +33,9 @@ import torch
 from . import objectives
 from .args import DataArguments, ModelArguments, TrainArguments
 from .results import CLOSED_FORM_FIT, RunArtifacts, RunResult
+
+#: prototype flags that --eval_episodes also reads (never "ignored" by a non-prototype objective)
+_EVAL_EPISODE_FLAGS = ("n_way", "k_shot", "n_query")
 
 SECRET_ARGS = ("hub_token",)
 
@@ -613,6 +616,10 @@ class Trainer:
                     and not t.resume_from_checkpoint and self.acc.is_main_process else {})
         with warnings.catch_warnings(record=True) as caught:  # tltext's own warnings go into results.json too
             warnings.simplefilter("always", UserWarning)
+            defaults = {f.name: f.default for f in fields(ModelArguments) if f.default is not MISSING}
+            for flag in objectives.ignored_options(m.objective, m, defaults, read_elsewhere=_EVAL_EPISODE_FLAGS):
+                warnings.warn(f"--{flag} {getattr(m, flag)} is ignored: no term of --objective {m.objective} reads it",
+                              UserWarning, stacklevel=2)
             if t.compare_source_only:
                 so_backbone = backbone if m.tuning == "frozen" else copy.deepcopy(backbone)
                 so_model, so_fit, so_inputs = self._train_one(replace(m, objective="erm"), so_backbone)

@@ -103,6 +103,20 @@ def replaces_cross_entropy(spec: str) -> bool:
     return any(c.replaces_cross_entropy for c in classes(spec))
 
 
+def applied_options(spec: str, args) -> Dict[str, object]:
+    """``{flag: value}``: the ``ModelArguments`` fields that the terms of ``spec`` read in a
+    run with ``args`` (what the card shows and a resumed checkpoint must match)."""
+    return {o: getattr(args, o, None) for c in classes(spec) for o in c.applied_options(args)}
+
+
+def ignored_options(spec: str, args, defaults: Dict[str, object], read_elsewhere: Sequence[str] = ()) -> List[str]:
+    """Objective flags of ``args`` set away from ``defaults`` that no term of ``spec`` reads
+    (and that nothing outside the objectives reads: ``read_elsewhere``), sorted."""
+    used = set(applied_options(spec, args)) | set(read_elsewhere)
+    every = {o for n in names() for o in get(n).options}
+    return sorted(o for o in every - used if o in defaults and getattr(args, o, defaults[o]) != defaults[o])
+
+
 def trains_classifier(spec: str) -> bool:
     return all(c.trains_classifier for c in classes(spec))
 
@@ -161,6 +175,8 @@ class ObjectiveSet(nn.Module):
             s = ObjectiveSetup(**{**setup.__dict__, "weight": float(term_weight(name, w, default_weight))})
             terms.append(cls(s))
         self.terms = nn.ModuleList(terms)
+        #: ``{flag: value}`` of the options the terms read (a resumed checkpoint must match them)
+        self.options = applied_options(spec, setup.args) if setup.args is not None else {}
         self.use_ce = not any(t.replaces_cross_entropy for t in terms)
         if class_weights is not None:
             self.register_buffer("class_weights", class_weights.float(), persistent=False)

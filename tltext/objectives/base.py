@@ -197,6 +197,12 @@ class Objective(nn.Module):
         return None
 
     @classmethod
+    def applied_options(cls, args: Any) -> Tuple[str, ...]:
+        """The ``options`` that change a run with these ``ModelArguments`` (default: all
+        of them; an objective drops those its other settings make irrelevant)."""
+        return cls.options
+
+    @classmethod
     def check(cls, tuning: str, has_target: bool, modality: Optional[str] = None) -> Optional[str]:
         """A one-line error for flags this objective cannot run with, else None."""
         if modality is not None and modality not in cls.modalities:

@@ -178,6 +178,12 @@ class SelfTraining(Objective):
         self.__dict__["teacher"] = None  # a MeanTeacher, made at the first target step; not a submodule
         self.kept_total, self._warned = 0, False
 
+    @classmethod
+    def applied_options(cls, args) -> Tuple[str, ...]:
+        """``--self_training_ema_decay`` only with the ``ema`` teacher."""
+        teacher = getattr(args, "self_training_teacher", None) or TEACHERS[0]
+        return tuple(o for o in cls.options if o != "self_training_ema_decay" or teacher == "ema")
+
     def _teacher_logits(self, step: Step) -> Optional[Tensor]:
         if self.teacher_kind == "student":
             return None
@@ -185,6 +191,10 @@ class SelfTraining(Objective):
             return clean_target_logits(step.model, step)
         if self.teacher is None:
             self.__dict__["teacher"] = MeanTeacher(step.model, self.ema_decay)
+            if step.progress > 0:  # a resumed run: the teacher is not in the checkpoint
+                warnings.warn(f"self_training: the EMA teacher starts again from the model at {step.progress:.0%} of "
+                              "training (it is not saved in checkpoints), so this resumed run is not bit for bit "
+                              "the uninterrupted one")
         else:
             self.teacher.update(step.model)
         return self.teacher.target_logits(step)

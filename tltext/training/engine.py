@@ -365,6 +365,7 @@ class Engine:
                        "per_device_train_batch_size": bs, "gradient_accumulation_steps": a.gradient_accumulation_steps,
                        "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
                        "objective": self.unwrapped.objective.spec,
+                       "objective_options": dict(getattr(self.unwrapped.objective, "options", {})),
                        "trainable_parameters": sum(p.numel() for p in self.trainable)}
         self.state, self.best_state = TrainState(), None
         self.resumed_from = resolve_checkpoint(getattr(a, "resume_from_checkpoint", None), out_dir) if out_dir else None
@@ -566,7 +567,8 @@ class Engine:
             raw = json.load(f)
         saved = raw.pop("config", {})
         raw.pop("format", None)
-        diffs = [f"{k} {saved.get(k)!r} there, {v!r} now" for k, v in self.config.items() if saved.get(k) != v]
+        # a key the checkpoint lacks was not recorded by the version that wrote it: not compared
+        diffs = [f"{k} {saved.get(k)!r} there, {v!r} now" for k, v in self.config.items() if k in saved and saved[k] != v]
         if diffs:
             raise ValueError(f"--resume_from_checkpoint {path}: written by a different run ({'; '.join(diffs)}); "
                              "resume with the flags, data and number of processes of the interrupted run")
