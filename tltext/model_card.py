@@ -324,7 +324,7 @@ def _hyperparameters(res: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
         for k in _ENGINE_ONLY:
             a.pop(k, None)
     lines = ["| setting | value |", "| --- | --- |"]
-    objective_keys = {o for n in objectives.names() for o in objectives.get(n).options}
+    objective_keys = objectives.all_options()
     opts = objective_options(res)
     for k in _HYPERPARAMETERS + tuple(sorted(opts - set(_HYPERPARAMETERS))):
         if k == "pooling" and ctx["modality"] == "image":

@@ -109,12 +109,16 @@ def applied_options(spec: str, args) -> Dict[str, object]:
     return {o: getattr(args, o, None) for c in classes(spec) for o in c.applied_options(args)}
 
 
+def all_options() -> set:
+    """Every ``ModelArguments`` field some registered objective reads."""
+    return {o for n in names() for o in get(n).options}
+
+
 def ignored_options(spec: str, args, defaults: Dict[str, object], read_elsewhere: Sequence[str] = ()) -> List[str]:
     """Objective flags of ``args`` set away from ``defaults`` that no term of ``spec`` reads
     (and that nothing outside the objectives reads: ``read_elsewhere``), sorted."""
     used = set(applied_options(spec, args)) | set(read_elsewhere)
-    every = {o for n in names() for o in get(n).options}
-    return sorted(o for o in every - used if o in defaults and getattr(args, o, defaults[o]) != defaults[o])
+    return sorted(o for o in all_options() - used if o in defaults and getattr(args, o, defaults[o]) != defaults[o])
 
 
 def trains_classifier(spec: str) -> bool:
