@@ -12,9 +12,13 @@ picked epoch's, in points (x100). A pick is a hit when the gap is at most --tole
 points (1 by default). Reported per criterion: runs scored, hits, hit rate, mean and
 largest gap.
 
-    python benchmarks/selection_table.py RUN_DIR [RUN_DIR ...] [--tolerance 1] [--out_dir benchmarks/results]
+    python benchmarks/selection_table.py RUN_DIR [RUN_DIR ...] [--tolerance 1] [--out_dir benchmarks/results] [--merge]
 
 Writes OUT_DIR/selection.json and selection.md (each through a temp file + os.replace).
+``--merge`` keeps the rows of the existing OUT_DIR/NAME.json whose run is not among RUN_DIR
+(their folders may be gone; their picks were read when they existed), so the table can grow
+over runs made at different times. The summary is given over all runs and per run length
+(number of epochs), because a 2-epoch run leaves a criterion little to choose between.
 """
 from __future__ import annotations
 
@@ -66,6 +70,26 @@ def run_rows(run_dir: str, tolerance: float) -> Dict[str, Any]:
     return {"run": run_dir, "epochs": len(hist), "oracle_best": best, "picks": picks}
 
 
+def merged(rows: List[Dict[str, Any]], old_path: str) -> List[Dict[str, Any]]:
+    """``rows`` plus the rows of the results file ``old_path`` whose ``run`` is not in ``rows``
+    (old rows first, in their order). Raises ValueError when ``old_path`` is not a selection
+    table or was scored with another tolerance."""
+    if not os.path.isfile(old_path):
+        return rows
+    old = json.load(open(old_path))
+    if old.get("benchmark") != "selection":
+        raise ValueError(f"--merge: {old_path} is not a selection table (benchmark={old.get('benchmark')!r})")
+    new = {r["run"] for r in rows}
+    kept = [r for r in old.get("runs", []) if r["run"] not in new]
+    return kept + rows
+
+
+def by_length(rows: List[Dict[str, Any]]) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """``summarise`` per run length: ``{"N epochs": summary}``, shortest first."""
+    lengths = sorted({r["epochs"] for r in rows if "picks" in r})
+    return {f"{n} epochs": summarise([r for r in rows if r.get("epochs") == n]) for n in lengths}
+
+
 def summarise(rows: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     out = {}
     for crit in [*HISTORY_KEYS, "last"]:
@@ -76,15 +100,23 @@ def summarise(rows: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     return out
 
 
-def markdown(summary: Dict[str, Dict[str, Any]], rows: List[Dict[str, Any]], tolerance: float) -> str:
+def summary_lines(title: str, summary: Dict[str, Dict[str, Any]]) -> List[str]:
     f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
-    lines = [f"*Label-free model selection vs the oracle epoch (target test metric recorded per epoch, never "
-             f"selected on). Hit: the criterion's epoch is within {tolerance:g} point(s) of the oracle-best epoch.*", "",
-             "| criterion | runs | hits | hit rate | mean gap (points) | max gap (points) |", "|---|---|---|---|---|---|"]
+    lines = [title, "", "| criterion | runs | hits | hit rate | mean gap (points) | max gap (points) |", "|---|---|---|---|---|---|"]
     for crit, s in summary.items():
         lines.append(f"| {crit} | {s['runs']} | {s['hits']} | {f(s['hit_rate'], '.2f')} | {f(s['mean_gap'], '.2f')} "
                      f"| {f(s['max_gap'], '.2f')} |")
-    lines += ["", "| run | epochs | oracle best | " + " | ".join(summary) + " |", "|---|---|---|" + "---|" * len(summary)]
+    return lines + [""]
+
+
+def markdown(summary: Dict[str, Dict[str, Any]], rows: List[Dict[str, Any]], tolerance: float,
+             lengths: Optional[Dict[str, Dict[str, Dict[str, Any]]]] = None) -> str:
+    lines = [f"*Label-free model selection vs the oracle epoch (target test metric recorded per epoch, never "
+             f"selected on). Hit: the criterion's epoch is within {tolerance:g} point(s) of the oracle-best epoch.*", ""]
+    lines += summary_lines("All runs:", summary)
+    for name, part in (lengths or {}).items():
+        lines += summary_lines(f"Runs of {name}:", part)
+    lines += ["| run | epochs | oracle best | " + " | ".join(summary) + " |", "|---|---|---|" + "---|" * len(summary)]
     for r in rows:
         if "picks" not in r:
             lines.append(f"| {r['run']} | skipped: {r['skipped']} |")
@@ -100,15 +132,25 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     p.add_argument("--tolerance", type=float, default=1.0, help="hit when within this many points of the oracle")
     p.add_argument("--out_dir", default=os.path.join(ROOT, "benchmarks", "results"))
     p.add_argument("--name", default="selection")
+    p.add_argument("--merge", action="store_true", help="keep the existing table's rows for runs not given here")
     a = p.parse_args(argv)
     if a.tolerance < 0:
         p.error(f"--tolerance {a.tolerance}: expected >= 0 points")
     rows = [run_rows(r, a.tolerance) for r in a.runs]
-    summary = summarise(rows)
+    if a.merge:
+        old_path = os.path.join(a.out_dir, f"{a.name}.json")
+        old_tol = json.load(open(old_path)).get("tolerance_points") if os.path.isfile(old_path) else None
+        if old_tol is not None and old_tol != a.tolerance:
+            p.error(f"--merge: {old_path} was scored with --tolerance {old_tol}, not {a.tolerance}")
+        try:
+            rows = merged(rows, old_path)
+        except ValueError as e:
+            p.error(str(e))
+    summary, lengths = summarise(rows), by_length(rows)
     payload = {"benchmark": "selection", "tolerance_points": a.tolerance, "metric_key": ORACLE_KEY,
                "criteria_keys": {k: {"key": v[0], "sign": v[1]} for k, v in HISTORY_KEYS.items()},
-               "summary": summary, "runs": rows}
-    write_payload(a.out_dir, a.name, payload, markdown(summary, rows, a.tolerance))
+               "summary": summary, "summary_by_length": lengths, "runs": rows}
+    write_payload(a.out_dir, a.name, payload, markdown(summary, rows, a.tolerance, lengths))
     return payload
 
 

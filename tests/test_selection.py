@@ -162,3 +162,33 @@ def test_selection_table_counts_hits_within_one_point_of_the_oracle(tmp_path):
     assert "oracle_test_metric" in out["runs"][1]["skipped"]
     saved = _json.loads((tmp_path / "res" / "selection.json").read_text())
     assert saved["summary"] == s and (tmp_path / "res" / "selection.md").read_text().startswith("*Label-free")
+
+
+def test_selection_table_merge_keeps_rows_of_runs_no_longer_on_disk(tmp_path):
+    import json as _json
+    import shutil
+
+    from benchmarks.selection_table import main
+
+    def run(name, oracle, epochs):
+        d = tmp_path / name
+        d.mkdir()
+        hist = [{"epoch": i, "val_metric": 0.5 + 0.1 * i, "oracle_test_metric": o} for i, o in enumerate(oracle[:epochs])]
+        (d / "results.json").write_text(_json.dumps({"history": hist}))
+        return str(d)
+
+    res = str(tmp_path / "res")
+    old = run("old", [0.9, 0.7, 0.6], 3)  # source validation picks the last epoch: gap 30 points
+    main([old, "--out_dir", res])
+    shutil.rmtree(old)
+    new = run("new", [0.7, 0.8], 2)  # picks epoch 1, the oracle's: gap 0
+    out = main([new, "--out_dir", res, "--merge"])
+    assert [r["run"] for r in out["runs"]] == [old, new]
+    sv = out["summary"]["source_validation"]
+    assert sv["runs"] == 2 and sv["hits"] == 1 and sv["mean_gap"] == pytest.approx(15.0)
+    assert set(out["summary_by_length"]) == {"2 epochs", "3 epochs"}
+    assert out["summary_by_length"]["3 epochs"]["source_validation"]["max_gap"] == pytest.approx(30.0)
+    assert [r["run"] for r in main([new, "--out_dir", res, "--merge"])["runs"]] == [old, new]  # rerun: no duplicate
+    assert [r["run"] for r in main([new, "--out_dir", res])["runs"]] == [new]  # without --merge: only what was given
+    with pytest.raises(SystemExit):
+        main([new, "--out_dir", res, "--merge", "--tolerance", "2"])
