@@ -15,15 +15,17 @@ largest gap.
     python benchmarks/selection_table.py RUN_DIR [RUN_DIR ...] [--tolerance 1] [--out_dir benchmarks/results] [--merge]
 
 Writes OUT_DIR/selection.json and selection.md (each through a temp file + os.replace).
-``--merge`` keeps the rows of the existing OUT_DIR/NAME.json whose run is not among RUN_DIR
-(their folders may be gone; their picks were read when they existed), so the table can grow
-over runs made at different times. The summary is given over all runs and per run length
+``--merge`` keeps the rows of the existing OUT_DIR/NAME.json for runs not given now, and a
+given run whose folder is gone keeps its stored picks (read when it existed), so the table can
+grow over runs made at different times. Runs are keyed by their normalised path (relative to
+the project root when inside it), so ``x``, ``./x/`` and its absolute path are one run. The summary is given over all runs and per run length
 (number of epochs), because a 2-epoch run leaves a criterion little to choose between.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
@@ -49,15 +51,32 @@ def pick(history: Sequence[Dict[str, Any]], criterion: str) -> Optional[int]:
     return best
 
 
+def run_name(run_dir: str) -> str:
+    """The row key of a run folder: its path relative to the project root when inside it
+    (``runs/pilots/x``), else absolute, normalised (no ``./``, no trailing slash)."""
+    full = os.path.normpath(os.path.abspath(run_dir))
+    rel = os.path.relpath(full, ROOT)
+    return full if rel == ".." or rel.startswith(".." + os.sep) else rel
+
+
 def run_rows(run_dir: str, tolerance: float) -> Dict[str, Any]:
     """One run's picks: ``{"run", "oracle_best", "picks": {criterion: {epoch, metric, gap, hit}}}``
     or ``{"run", "skipped": reason}``. Gaps and tolerance in points (metric x 100)."""
+    name = run_name(run_dir)
     path = os.path.join(run_dir, "results.json")
+    if not os.path.isdir(run_dir):
+        return {"run": name, "skipped": "no such folder"}
     if not os.path.isfile(path):
-        return {"run": run_dir, "skipped": "no results.json"}
-    hist = json.load(open(path)).get("history") or []
-    if not hist or any(rec.get(ORACLE_KEY) is None for rec in hist):
-        return {"run": run_dir, "skipped": f"history lacks {ORACLE_KEY} (run with --record_oracle)"}
+        return {"run": name, "skipped": "no results.json"}
+    try:
+        res = json.load(open(path))
+        hist = (res.get("history") if isinstance(res, dict) else None) or []
+    except (OSError, ValueError) as e:
+        return {"run": name, "skipped": f"unreadable results.json ({type(e).__name__})"}
+    if not hist:
+        return {"run": name, "skipped": "results.json has no per-epoch history"}
+    if any(not isinstance(rec, dict) or rec.get(ORACLE_KEY) is None for rec in hist):
+        return {"run": name, "skipped": f"history lacks {ORACLE_KEY} (run with --record_oracle)"}
     oracle = [100.0 * rec[ORACLE_KEY] for rec in hist]
     best = max(oracle)
     picks = {}
@@ -67,26 +86,39 @@ def run_rows(run_dir: str, tolerance: float) -> Dict[str, Any]:
             gap = best - oracle[i]
             picks[crit] = {"epoch": hist[i].get("epoch", i), "metric": oracle[i], "gap": gap,
                            "hit": gap <= tolerance + 1e-9}
-    return {"run": run_dir, "epochs": len(hist), "oracle_best": best, "picks": picks}
+    return {"run": name, "epochs": len(hist), "oracle_best": best, "picks": picks}
 
 
-def merged(rows: List[Dict[str, Any]], old_path: str) -> List[Dict[str, Any]]:
-    """``rows`` plus the rows of the results file ``old_path`` whose ``run`` is not in ``rows``
-    (old rows first, in their order). Raises ValueError when ``old_path`` is not a selection
-    table or was scored with another tolerance."""
-    if not os.path.isfile(old_path):
-        return rows
-    old = json.load(open(old_path))
-    if old.get("benchmark") != "selection":
-        raise ValueError(f"--merge: {old_path} is not a selection table (benchmark={old.get('benchmark')!r})")
-    new = {r["run"] for r in rows}
-    kept = [r for r in old.get("runs", []) if r["run"] not in new]
-    return kept + rows
+def load_table(path: str, tolerance: float) -> Dict[str, Any]:
+    """The selection table stored at ``path``. Raises ValueError (one line) when it is not
+    valid JSON, not a selection table, or was scored with another tolerance."""
+    try:
+        old = json.load(open(path))
+    except ValueError as e:
+        raise ValueError(f"--merge: {path} is not valid JSON ({e})") from None
+    if not isinstance(old, dict) or old.get("benchmark") != "selection" or not isinstance(old.get("runs"), list):
+        kind = old.get("benchmark") if isinstance(old, dict) else type(old).__name__
+        raise ValueError(f"--merge: {path} is not a selection table (benchmark={kind!r})")
+    if old.get("tolerance_points") != tolerance:
+        raise ValueError(f"--merge: {path} was scored with --tolerance {old.get('tolerance_points')}, not {tolerance}")
+    return old
+
+
+def merged(rows: List[Dict[str, Any]], old: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The stored table's rows, each replaced by the row of the same run in ``rows`` unless
+    that one is skipped and the stored one was scored (a folder deleted since keeps its
+    picks), then the runs new to the table."""
+    new = {r["run"]: r for r in rows}
+    out = []
+    for r in old.get("runs", []):
+        fresh = new.pop(r.get("run"), None)
+        out.append(r if fresh is None or ("skipped" in fresh and "picks" in r) else fresh)
+    return out + list(new.values())
 
 
 def by_length(rows: List[Dict[str, Any]]) -> Dict[str, Dict[str, Dict[str, Any]]]:
     """``summarise`` per run length: ``{"N epochs": summary}``, shortest first."""
-    lengths = sorted({r["epochs"] for r in rows if "picks" in r})
+    lengths = sorted({r["epochs"] for r in rows if "picks" in r and "epochs" in r})
     return {f"{n} epochs": summarise([r for r in rows if r.get("epochs") == n]) for n in lengths}
 
 
@@ -134,18 +166,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     p.add_argument("--name", default="selection")
     p.add_argument("--merge", action="store_true", help="keep the existing table's rows for runs not given here")
     a = p.parse_args(argv)
-    if a.tolerance < 0:
-        p.error(f"--tolerance {a.tolerance}: expected >= 0 points")
-    rows = [run_rows(r, a.tolerance) for r in a.runs]
+    if not math.isfinite(a.tolerance) or a.tolerance < 0:
+        p.error(f"--tolerance {a.tolerance}: expected a finite number >= 0 (points)")
+    rows = list({r["run"]: r for r in (run_rows(d, a.tolerance) for d in a.runs)}.values())  # a folder given twice: one row
     if a.merge:
         old_path = os.path.join(a.out_dir, f"{a.name}.json")
-        old_tol = json.load(open(old_path)).get("tolerance_points") if os.path.isfile(old_path) else None
-        if old_tol is not None and old_tol != a.tolerance:
-            p.error(f"--merge: {old_path} was scored with --tolerance {old_tol}, not {a.tolerance}")
-        try:
-            rows = merged(rows, old_path)
-        except ValueError as e:
-            p.error(str(e))
+        if os.path.isfile(old_path):
+            try:
+                rows = merged(rows, load_table(old_path, a.tolerance))
+            except ValueError as e:
+                p.error(str(e))
     summary, lengths = summarise(rows), by_length(rows)
     payload = {"benchmark": "selection", "tolerance_points": a.tolerance, "metric_key": ORACLE_KEY,
                "criteria_keys": {k: {"key": v[0], "sign": v[1]} for k, v in HISTORY_KEYS.items()},

@@ -1,6 +1,7 @@
 """Label-free model selection (tltext/training/selection.py): SND, DEV, IM on constructed
 predictions, and a real Selector over a toy model trained for a few "epochs"."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -189,6 +190,16 @@ def test_selection_table_merge_keeps_rows_of_runs_no_longer_on_disk(tmp_path):
     assert set(out["summary_by_length"]) == {"2 epochs", "3 epochs"}
     assert out["summary_by_length"]["3 epochs"]["source_validation"]["max_gap"] == pytest.approx(30.0)
     assert [r["run"] for r in main([new, "--out_dir", res, "--merge"])["runs"]] == [old, new]  # rerun: no duplicate
+    # the deleted folder given again keeps its stored picks; one run spelt three ways is one row
+    out = main([old, new + "/", os.path.join(new, "."), "--out_dir", res, "--merge"])
+    assert [r["run"] for r in out["runs"]] == [old, new] and all("picks" in r for r in out["runs"])
+    assert out["summary"]["source_validation"]["runs"] == 2
     assert [r["run"] for r in main([new, "--out_dir", res])["runs"]] == [new]  # without --merge: only what was given
+    assert main([old, "--out_dir", res])["runs"][0]["skipped"] == "no such folder"
     with pytest.raises(SystemExit):
         main([new, "--out_dir", res, "--merge", "--tolerance", "2"])
+    with pytest.raises(SystemExit):
+        main([new, "--out_dir", res, "--tolerance", "nan"])
+    (tmp_path / "res" / "selection.json").write_text("{not json")
+    with pytest.raises(SystemExit):
+        main([new, "--out_dir", res, "--merge"])
