@@ -101,7 +101,8 @@ def one_run(k: int, seed: int, a) -> Dict[str, Any]:
             "--tuning", "full", "--output_dir", out, "--disable_tqdm", "--report", "False", "--overwrite_output_dir"]
     t0 = time.perf_counter()
     if not os.path.isfile(os.path.join(out, "results.json")) or a.force:
-        subprocess.run(argv, check=True, cwd=ROOT, stdout=open(out + ".log", "w"), stderr=subprocess.STDOUT)
+        with open(out + ".log", "w") as log:
+            subprocess.run(argv, check=True, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     run_s = time.perf_counter() - t0
     res = json.load(open(os.path.join(out, "results.json")))
     model = TltextModel.from_pretrained(os.path.join(out, "model"))
