@@ -54,17 +54,6 @@ def dev_indices(train_y: np.ndarray, exclude: Sequence[int], per_class: int, see
     return out
 
 
-@torch.no_grad()
-def encode(model, tokenizer, texts: Sequence[str], max_length: int, batch: int = 64) -> torch.Tensor:
-    """``[N, D]`` features (``model.features(model.encode(...))``) in eval mode."""
-    model.eval()
-    out = []
-    for i in range(0, len(texts), batch):
-        enc = tokenizer(list(texts[i:i + batch]), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-        out.append(model.features(model.encode(**dict(enc))).float())
-    return torch.cat(out)
-
-
 def heads(xs: torch.Tensor, ys: np.ndarray, num_classes: int, seed: int) -> Dict[str, Any]:
     """name -> (weight [C, D], bias [C], unit features?, chosen C or None)."""
     from tltext.objectives.prototypes import cosine_prototype_head
@@ -88,13 +77,13 @@ def accuracy(head, x: torch.Tensor, y: np.ndarray) -> float:
     return float((np.asarray((x @ w.t() + b).argmax(-1)) == y).mean())
 
 
-def one_run(k: int, seed: int, a) -> Dict[str, Any]:
-    from transformers import AutoTokenizer
+def one_run(k: int, seed: int, a, data) -> Dict[str, Any]:
+    from accelerate import Accelerator
 
-    import tltext  # noqa: F401  (registers the auto classes)
     from tltext.modeling import TltextModel
+    from tltext.training.predict import Predictor
 
-    tr_path, te_path, tr_x, tr_y, te_x, te_y, label2id = load_data(a.data_dir)
+    tr_path, te_path, tr_x, tr_y, te_x, te_y, label2id = data
     out = os.path.join(a.work_dir, f"b77_contrastive_k{k}_s{seed}")
     argv = [sys.executable, os.path.join(ROOT, "recipes", "text_classification.py"), "--train_file", tr_path,
             "--test_file", te_path, "--shots_per_class", str(k), "--seed", str(seed), "--objective", "contrastive",
@@ -106,10 +95,10 @@ def one_run(k: int, seed: int, a) -> Dict[str, Any]:
     run_s = time.perf_counter() - t0
     res = json.load(open(os.path.join(out, "results.json")))
     model = TltextModel.from_pretrained(os.path.join(out, "model"))
-    tok = AutoTokenizer.from_pretrained(os.path.join(out, "model"))
+    predictor = Predictor(Accelerator(cpu=True), batch_size=64, disable_tqdm=True)  # the backbone's own max length
     sup = support_indices(tr_y, k, seed)
     dev = dev_indices(tr_y, sup, a.dev_per_class, a.dev_seed)
-    feats = {name: encode(model, tok, [tr_x[i] for i in idx] if idx is not None else te_x, a.max_length)
+    feats = {name: predictor.features(model, [tr_x[i] for i in idx] if idx is not None else list(te_x)).float()
              for name, idx in (("support", sup), ("dev", dev), ("test", None))}
     fitted = heads(feats["support"], tr_y[sup], len(label2id), seed)
     rows = {name: {"dev": accuracy(h, feats["dev"], tr_y[dev]), "test": accuracy(h, feats["test"], te_y), "C": h[3]}
@@ -138,7 +127,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--dev_per_class", type=int, default=20)
     ap.add_argument("--dev_seed", type=int, default=0)
-    ap.add_argument("--max_length", type=int, default=256)
     ap.add_argument("--data_dir", default=os.environ.get("TLTEXT_DATA", os.path.join(ROOT, "..", "shared", "data")))
     ap.add_argument("--work_dir", default=os.path.join(ROOT, "runs", "contrastive_heads"))
     ap.add_argument("--out_dir", default=os.path.join(ROOT, "benchmarks", "results"))
@@ -146,7 +134,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--force", action="store_true", help="retrain runs whose folder already holds results.json")
     a = ap.parse_args(argv)
     os.makedirs(a.work_dir, exist_ok=True)
-    runs = [one_run(k, s, a) for k in a.shots for s in a.seeds]
+    data = load_data(a.data_dir)
+    runs = [one_run(k, s, a, data) for k in a.shots for s in a.seeds]
     summary = []
     for k in a.shots:
         rk = [r for r in runs if r["k"] == k]
