@@ -62,30 +62,35 @@ def test_train_evaluate_predict_with_datasets_and_lists(tiny_bert_dir, tmp_path)
 
 
 def test_lp_ft_head_learns_at_the_encoder_rate_and_the_discriminator_at_the_random_head_rate(tiny_bert_dir, tmp_path):
-    trainer = _trainer(tiny_bert_dir, tmp_path / "run", objective="dann", tuning="partial")
+    # CDAN reads the head on target batches (lp_ft_head): LP-FT head at 5e-5, its discriminator at 10x
+    trainer = _trainer(tiny_bert_dir, tmp_path / "run", objective="cdan", tuning="partial")
     trainer.train()
     tr = json.loads((tmp_path / "run" / "results.json").read_text())["training"]
     assert "linear probe" in tr["head_init"]
     assert (tr["learning_rate"], tr["head_learning_rate"], tr["objective_learning_rate"]) == (5e-5, 5e-5, 5e-4)
     card = (tmp_path / "run" / "model" / "README.md").read_text()
     assert "head 5e-05, objective's own parts 0.0005" in card
-    # the per-tuning defaults: partial source-only 1e-4 (an objective with target terms keeps 5e-5), full 5e-5
-    # and the head: partial source-only trains a hidden-wide adapter + random head (10x), --head_init probe the
-    # LP-FT linear head (at the encoder's rate), full a random linear head (10x), full + a target term LP-FT
+    # the per-tuning defaults: partial source-only 1e-4, full 5e-5; the head: partial source-only trains a
+    # hidden-wide adapter + random head (10x), --head_init probe the LP-FT linear head (at the encoder's rate),
+    # full a random linear head (10x). The feature-alignment terms (DANN, MMD: no lp_ft_head) take source-only's
+    # recipe of each tuning, DANN at weight 0.1; a term that reads target predictions (self-training) keeps LP-FT.
     from transformers import AutoConfig
 
     hidden = AutoConfig.from_pretrained(tiny_bert_dir).hidden_size
-    for name, tuning, extra, lr, head_lr, init, adapter in (
-            ("partial", "partial", {}, 1e-4, 1e-3,
-             f"random, behind a {hidden}-wide adapter (the default for --tuning partial)", hidden),
-            ("lpft", "partial", {"head_init": "probe"}, 1e-4, 1e-4, "linear probe", 0),
-            ("full", "full", {}, 5e-5, 5e-4, "random (the default for --tuning full)", 0),
-            # an objective that trains on target batches starts from the probe under full tuning too
-            ("full_mmd", "full", {"objective": "mmd"}, 5e-5, 5e-5, "linear probe", 0)):
+    adapter_head = f"random, behind a {hidden}-wide adapter (the default for --tuning partial)"
+    for name, tuning, extra, lr, head_lr, init, adapter, weight in (
+            ("partial", "partial", {}, 1e-4, 1e-3, adapter_head, hidden, None),
+            ("lpft", "partial", {"head_init": "probe"}, 1e-4, 1e-4, "linear probe", 0, None),
+            ("full", "full", {}, 5e-5, 5e-4, "random (the default for --tuning full)", 0, None),
+            ("partial_dann", "partial", {"objective": "dann"}, 1e-4, 1e-3, adapter_head, hidden, 0.1),
+            ("full_mmd", "full", {"objective": "mmd"}, 5e-5, 5e-4, "random (the default for --tuning full)", 0, 1.0),
+            ("full_st", "full", {"objective": "self_training"}, 5e-5, 5e-5, "linear probe", 0, 1.0)):
         trainer = _trainer(tiny_bert_dir, tmp_path / name, tuning=tuning, **extra)
         trainer.train()
-        tr = json.loads((tmp_path / name / "results.json").read_text())["training"]
+        res = json.loads((tmp_path / name / "results.json").read_text())
+        tr = res["training"]
         assert (tr["learning_rate"], tr["head_learning_rate"]) == (lr, head_lr) and tr["head_init"].startswith(init)
+        assert res["objective_terms"][0]["weight"] == weight
         model_cfg = json.loads((tmp_path / name / "model" / "config.json").read_text())
         assert model_cfg["adapter_dim"] == adapter
     # --head_init where there is no cross-entropy head on a trainable encoder: one warning, kept in results.json

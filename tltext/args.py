@@ -10,6 +10,8 @@ from typing import List, Optional
 from . import objectives
 
 TUNINGS = ("frozen", "partial", "full")
+#: objectives that start a trainable encoder's head from the linear probe (``Objective.lp_ft_head``)
+_LP_FT = ", ".join(n for n in objectives.names() if objectives.get(n).lp_ft_head)
 
 
 @dataclass
@@ -24,7 +26,7 @@ class ModelArguments:
     objective: str = field(default="erm", metadata={"help": "One registered objective, or several with weights "
                            "joined by '+' (e.g. mmd:0.5+mcc). Registered: " + objectives.help_text()})
     da_weight: Optional[float] = field(default=None, metadata={"help": "Weight of every objective term given without "
-                                       "NAME:WEIGHT (default: each objective's own, 1.0 for dann/mmd/cdan/mcc)."})
+                                       "NAME:WEIGHT (default: each objective's own: 1.0 for mmd/cdan/mcc; dann 1.0 under --tuning frozen, 0.1 under partial/full)."})
     da_warmup_ratio: float = field(default=0.0, metadata={"help": "MMD: linear ramp of the weight over this fraction of training."})
     mmd_kernels: int = field(default=5, metadata={"help": "Number of Gaussian kernels in MK-MMD."})
     self_training_threshold: float = field(default=0.9, metadata={"help": "self_training: keep a target pseudo-label "
@@ -40,7 +42,7 @@ class ModelArguments:
                                            "the EMA decay d of the teacher's weights (theta' <- d * theta' + (1 - d) * "
                                            "theta each step), in [0, 1]."})
     discriminator_hidden_dim: int = field(default=256, metadata={"help": "DANN discriminator width."})
-    adapter_dim: Optional[int] = field(default=None, metadata={"help": "Adapter (Linear + GELU) width between the pooled embedding and the head (0: none). Default: under --tuning frozen the objective's own (256 for the alignment and self-training objectives, else 0); under --tuning partial the encoder's hidden size for a cross-entropy classifier with no target-data objective and no --head_init probe (the two-layer head the Trainer's pooler + classifier trains); else 0."})
+    adapter_dim: Optional[int] = field(default=None, metadata={"help": "Adapter (Linear + GELU) width between the pooled embedding and the head (0: none). Default: under --tuning frozen the objective's own (256 for the alignment and self-training objectives, else 0); under --tuning partial the encoder's hidden size for a cross-entropy classifier (an objective that does not start from an LP-FT head: not " + _LP_FT + ") with no --head_init probe (the two-layer head the Trainer's pooler + classifier trains); else 0."})
     head_dropout: float = field(default=0.1, metadata={"help": "Dropout probability before the head (and inside the adapter), in [0, 1)."})
     n_way: Optional[int] = field(default=None, metadata={"help": "prototypes: classes per episode (default: every class "
                                  "with k_shot+n_query examples, at most 64; --eval_episodes: 5)."})
@@ -112,14 +114,14 @@ class TrainArguments:
     output_dir: str = field(default=None, metadata={"help": "Where results.json and model/ go."})
     overwrite_output_dir: bool = field(default=False)
     seed: int = field(default=42)
-    learning_rate: Optional[float] = field(default=None, metadata={"help": "Default 1e-3 for frozen, 1e-4 for partial (5e-5 with an objective that trains on --target_file data), 5e-5 for full."})
+    learning_rate: Optional[float] = field(default=None, metadata={"help": "Default 1e-3 for frozen, 1e-4 for partial (5e-5 with an objective that starts from an LP-FT head: " + _LP_FT + "), 5e-5 for full."})
     head_learning_rate: Optional[float] = field(default=None, metadata={"help": "Head/adapter/discriminator lr (default: lr if frozen, 10x lr otherwise; an LP-FT head takes "
                                     "--learning_rate, the objective's own new parts such as a discriminator keep 10x)."})
     num_train_epochs: float = field(default=3.0)
     head_init: Optional[str] = field(default=None, metadata={"help": "partial/full with cross-entropy: 'probe' starts "
                            "the head from the linear probe on the pretrained embeddings (LP-FT, Kumar et al. 2022; head "
                            "lr = --learning_rate unless --head_learning_rate), 'random' from a random head (head lr "
-                           "10x). Default: probe for objectives that train on --target_file data (partial and full: their target terms read the head from the first step) and for partial without an adapter; random for plain full fine-tuning, and behind the default partial adapter (see --adapter_dim)."})
+                           "10x). Default: probe, under partial and full, for the objectives whose target terms read the head's predictions from the first step or were measured so (" + _LP_FT + "), and for partial without an adapter; random for other full fine-tuning (erm, dann, mmd, ...), and behind the default partial adapter (see --adapter_dim)."})
     linear_probe: bool = field(default=True, metadata={"help": "--tuning frozen with plain cross-entropy and no adapter: "
                                "fit the head to convergence as a logistic regression (scikit-learn lbfgs; C chosen on "
                                "--validation_file when given, else by stratified 5-fold cross-validation on the "

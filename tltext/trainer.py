@@ -119,22 +119,23 @@ def default_callbacks(t: TrainArguments) -> List[TrainerCallback]:
 DEFAULT_LEARNING_RATES = {"frozen": 1e-3, "partial": 1e-4, "full": 5e-5}
 
 
-def default_head_init(tuning: str, trains_on_target: bool = False) -> str:
+def default_head_init(tuning: str, lp_ft: bool = False) -> str:
     """``--head_init`` when not given, for a head on the pooled embedding (behind an adapter,
     see ``default_adapter_dim``, the head is always random).
 
-    - An objective that trains on unlabelled target batches (``trains_on_target``: DANN, MMD,
-      self-training, ...) starts from the linear probe (LP-FT, Kumar et al. 2022), under partial
-      and full tuning: its target term reads the head's predictions or the features from the
-      first step. With a random head, full self-training on Amazon kitchen -> books (seed 1,
-      length 128, 2 epochs) fell to 66.9 % against 79.3 % from the probe head and 77.0 %
-      source-only (README, "Full fine-tuning with label-free adaptation").
+    - An objective whose ``lp_ft_head`` is set (self-training, CDAN, MCC read the head's
+      predictions on target batches from the first step; MLM and SimCSE were measured so)
+      starts from the linear probe (LP-FT, Kumar et al. 2022) under partial and full tuning.
+      With a random head, full self-training on Amazon kitchen -> books (seed 1, length 128,
+      2 epochs) fell to 66.9 % against 79.3 % from the probe head and 77.0 % source-only
+      (README, "Full fine-tuning with label-free adaptation").
     - Plain partial tuning (no adapter): the probe as well.
-    - Plain full fine-tuning: a random head, as the transformers ``Trainer``. On Amazon
+    - Full fine-tuning otherwise (ERM, and the feature-alignment terms DANN and MK-MMD, which
+      read no predictions): a random head, as the transformers ``Trainer``. On Amazon
       books -> kitchen the probe head held the whole encoder near its sentence-similarity
       features, which a probe separates poorly (66 % on kitchen), and cost about 2 points
       there (benchmarks/results/pilots_amazon_full_gap.md)."""
-    return "probe" if trains_on_target or tuning != "full" else "random"
+    return "probe" if lp_ft or tuning != "full" else "random"
 
 
 def default_adapter_dim(spec: str, tuning: str, hidden_size: int, head_init: Optional[str] = None) -> int:
@@ -144,27 +145,30 @@ def default_adapter_dim(spec: str, tuning: str, hidden_size: int, head_init: Opt
     head (BERT's pooler dense + tanh, then the classifier) that the transformers ``Trainer``'s
     partial peer trains with the same layers frozen. Measured against the linear LP-FT head
     (benchmarks/results/pilots_amazon_partial_adapter.md, defaults.md): Amazon books -> kitchen
-    79.4 vs 77.9, SST-2 5k 83.8 vs 83.1, SST-2 1k 79.6 vs 80.4 (3 seeds each). Objectives that
-    train on target data keep the LP-FT head their partial rows were measured with (README,
+    79.4 vs 77.9, SST-2 5k 83.8 vs 83.1, SST-2 1k 79.6 vs 80.4 (3 seeds each). The
+    feature-alignment terms (DANN, MK-MMD) take the same adapter, their discriminator or
+    kernel reading its output (benchmarks/results/pilots_partial_dann_sorecipe.md); objectives
+    with ``lp_ft_head`` keep the LP-FT head their partial rows were measured with (README,
     "Alignment on a trainable encoder"). Otherwise 0 (the head sits on the pooled embedding)."""
     if tuning == "frozen":
         return objectives.frozen_adapter_dim(spec)
-    if (tuning == "partial" and head_init != "probe" and not objectives.needs_target(spec)
+    if (tuning == "partial" and head_init != "probe" and not objectives.lp_ft_head(spec)
             and not objectives.replaces_cross_entropy(spec) and objectives.trains_classifier(spec)):
         return int(hidden_size)
     return 0
 
 
-def default_learning_rate(tuning: str, cached: bool, trains_on_target: bool = False) -> float:
+def default_learning_rate(tuning: str, cached: bool, lp_ft: bool = False) -> float:
     """``--learning_rate`` when not given: 1e-3 for a head over cached embeddings; 1e-4 for
     partial tuning (a few top layers plus the head, at batch 16: the Trainer's 5e-5 at batch 8
-    makes 2.2x the updates; benchmarks/results/defaults.md), except for objectives that train on
-    unlabelled target batches (``trains_on_target``: DANN, MMD, ...), which keep 5e-5 (at 1e-4
-    the reversed gradient of DANN cost 11 points on kitchen -> books, README "Alignment on a
-    trainable encoder"); 5e-5 for full fine-tuning (BERT's range, Devlin et al. 2019)."""
+    makes 2.2x the updates; benchmarks/results/defaults.md), except for objectives with an LP-FT
+    head (``lp_ft``: self-training, CDAN, MCC, MLM, SimCSE), which keep the 5e-5 their partial
+    rows were measured with (at 1e-4 with the LP-FT head the reversed gradient of DANN cost 11
+    points on kitchen -> books, README "Alignment on a trainable encoder"); 5e-5 for full
+    fine-tuning (BERT's range, Devlin et al. 2019)."""
     if cached:
         return DEFAULT_LEARNING_RATES["frozen"]
-    if tuning == "partial" and trains_on_target:
+    if tuning == "partial" and lp_ft:
         return DEFAULT_LEARNING_RATES["full"]
     return DEFAULT_LEARNING_RATES.get(tuning, DEFAULT_LEARNING_RATES["full"])
 
@@ -403,7 +407,7 @@ class Trainer:
         setup = objectives.ObjectiveSetup(feature_dim=model.feature_dim, num_classes=len(self.label2id),
                                           tuning=m.tuning, modality=self.modality, args=m, model=model)
         objective = objectives.ObjectiveSet(m.objective, setup, m.da_weight, class_weights).to(self.acc.device)
-        lr = t.learning_rate or default_learning_rate(m.tuning, cached, objectives.needs_target(m.objective))
+        lr = t.learning_rate or default_learning_rate(m.tuning, cached, objectives.lp_ft_head(m.objective))
         if t.learning_rate is None and not cached and not getattr(backbone, "pretrained_weights_loaded", True):
             warnings.warn(f"no pretrained weights were loaded and no --learning_rate was given: the default {lr:g} is a "
                           "fine-tuning rate; training from random weights usually needs about 1e-3 (the FSDD and digits "
@@ -442,7 +446,7 @@ class Trainer:
         if not (m.tuning != "frozen" and objective.use_ce and objectives.trains_classifier(m.objective)):
             return None
         return "random" if model.config.adapter_dim else (
-            self.t.head_init or default_head_init(m.tuning, objectives.needs_target(m.objective)))
+            self.t.head_init or default_head_init(m.tuning, objectives.lp_ft_head(m.objective)))
 
     def _init_head_from_probe(self, model, backbone) -> None:
         """LP-FT (Kumar et al., ICLR 2022): the head of a partial/full fine-tune starts as the
@@ -808,7 +812,7 @@ class Trainer:
                          "source validation split (C of the logistic-regression probe)")
         res = RunResult(
             modality=self.modality, objective=m.objective, tuning=m.tuning, base_model=self.base_model,
-            selection=selection, oracle=bool(t.oracle_selection), objective_terms=objectives.describe(m.objective, m.da_weight),
+            selection=selection, oracle=bool(t.oracle_selection), objective_terms=objectives.describe(m.objective, m.da_weight, m.tuning),
             best_epoch=fit.best_epoch, label_names=self.label_names,
             num_examples=self._num_examples(),
             validation_split=self.splits["validation"].info if has_val else {},

@@ -99,6 +99,12 @@ def needs_target(spec: str) -> bool:
     return any(c.needs_target for c in classes(spec))
 
 
+def lp_ft_head(spec: str) -> bool:
+    """Whether a term of ``spec`` starts a trainable encoder's head from the linear probe
+    (``Objective.lp_ft_head``)."""
+    return any(c.lp_ft_head for c in classes(spec))
+
+
 def replaces_cross_entropy(spec: str) -> bool:
     return any(c.replaces_cross_entropy for c in classes(spec))
 
@@ -134,20 +140,27 @@ def frozen_adapter_dim(spec: str) -> int:
     return max(c.frozen_adapter_dim for c in classes(spec))
 
 
-def describe(spec: str, da_weight: Optional[float] = None) -> List[Dict[str, object]]:
+def describe(spec: str, da_weight: Optional[float] = None, tuning: Optional[str] = None) -> List[Dict[str, object]]:
     """One record per term: name, the weight it ran with (``NAME:WEIGHT``, else ``da_weight``
-    (``--da_weight``), else the objective's default; None for plain cross-entropy, which
-    adds no term), paper, description (card, results.json)."""
-    return [{"name": n, "weight": term_weight(n, w, da_weight) if get(n).adds_term else None,
+    (``--da_weight``), else the objective's default for ``tuning``; None for plain
+    cross-entropy, which adds no term), paper, description (card, results.json)."""
+    return [{"name": n, "weight": term_weight(n, w, da_weight, tuning) if get(n).adds_term else None,
              "paper": get(n).paper, "description": get(n).description} for n, w in parse_spec(spec)]
 
 
-def term_weight(name: str, given: Optional[float], da_weight: Optional[float] = None) -> float:
+def term_weight(name: str, given: Optional[float], da_weight: Optional[float] = None,
+                tuning: Optional[str] = None) -> float:
     """The weight a term runs with: ``NAME:WEIGHT`` as ``given``, else ``da_weight``
-    (``--da_weight``), else the objective's ``default_weight``."""
+    (``--da_weight``), else the objective's default: ``trainable_encoder_weight`` when it
+    has one and ``tuning`` is ``partial`` or ``full``, else ``default_weight``."""
     if given is not None:
         return given
-    return da_weight if da_weight is not None else get(name).default_weight
+    if da_weight is not None:
+        return da_weight
+    cls = get(name)
+    if tuning in ("partial", "full") and cls.trainable_encoder_weight is not None:
+        return cls.trainable_encoder_weight
+    return cls.default_weight
 
 
 def help_text() -> str:
@@ -176,7 +189,7 @@ class ObjectiveSet(nn.Module):
         terms = []
         for name, w in parse_spec(spec):
             cls = get(name)
-            s = ObjectiveSetup(**{**setup.__dict__, "weight": float(term_weight(name, w, default_weight))})
+            s = ObjectiveSetup(**{**setup.__dict__, "weight": float(term_weight(name, w, default_weight, setup.tuning))})
             terms.append(cls(s))
         self.terms = nn.ModuleList(terms)
         #: ``{flag: value}`` of the options the terms read (a resumed checkpoint must match them)
@@ -235,5 +248,5 @@ class ObjectiveSet(nn.Module):
 
 
 __all__ = ["Objective", "ObjectiveSetup", "ObjectiveSet", "Step", "TermOutput", "register", "names", "get",
-           "parse_spec", "check", "describe", "help_text", "needs_target", "frozen_adapter_dim",
+           "parse_spec", "check", "describe", "help_text", "needs_target", "lp_ft_head", "frozen_adapter_dim",
            "replaces_cross_entropy", "trains_classifier", "torch"]

@@ -150,7 +150,15 @@ class Objective(nn.Module):
     - ``replaces_cross_entropy``: the source CE is not added (prototypes,
       contrastive); ``trains_classifier``: whether the linear head is trained;
     - ``frozen_adapter_dim``: default adapter width under ``--tuning frozen``;
-    - ``default_weight``; ``options``: the ``ModelArguments`` fields it reads;
+    - ``default_weight``; ``trainable_encoder_weight``: the default under ``--tuning partial``
+      / ``full`` when it differs (None: ``default_weight``); ``options``: the
+      ``ModelArguments`` fields it reads;
+    - ``lp_ft_head``: on a trainable encoder the run starts its head from the linear probe
+      (LP-FT) at the encoder's rate, and partial tuning keeps 5e-5 with no adapter: for terms
+      that read the head's predictions on target batches from the first step (self-training,
+      CDAN, MCC) or that were measured that way (MLM, SimCSE). False: the run takes
+      source-only's recipe for the tuning (the adapter and random head of partial tuning, the
+      random head of full fine-tuning, their learning rates);
     - ``adds_term``: False only for plain cross-entropy (ERM), which lets a frozen
       encoder's head be fitted to convergence as a linear probe;
     - ``modalities``: the backbones it applies to (masked-token objectives: text only);
@@ -169,6 +177,8 @@ class Objective(nn.Module):
     trains_classifier: ClassVar[bool] = True
     frozen_adapter_dim: ClassVar[int] = 0
     default_weight: ClassVar[float] = 1.0
+    trainable_encoder_weight: ClassVar[Optional[float]] = None
+    lp_ft_head: ClassVar[bool] = False
     options: ClassVar[Tuple[str, ...]] = ()
     adds_term: ClassVar[bool] = True
     modalities: ClassVar[Tuple[str, ...]] = ("text", "speech", "image")

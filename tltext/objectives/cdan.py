@@ -88,6 +88,7 @@ class CDAN(Objective):
     description = "conditional domain-adversarial training (CDAN+E): discriminator on features x predictions"
     tags = ("domain-adaptation", "cdan")
     needs_target = True
+    lp_ft_head = True
     needs_target_logits = True
     frozen_adapter_dim = 256
     options = ("da_weight", "discriminator_hidden_dim")

@@ -44,6 +44,7 @@ class MCC(Objective):
     description = "minimum class confusion on target predictions (no discriminator)"
     tags = ("domain-adaptation", "mcc")
     needs_target = True
+    lp_ft_head = True
     needs_target_logits = True
     frozen_adapter_dim = 256
     options = ("da_weight",)

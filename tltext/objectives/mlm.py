@@ -221,6 +221,7 @@ class MaskedLM(Objective):
                    "default 1, lambda = 0.5)")
     tags = ("domain-adaptation", "udalm", "masked-language-modeling")
     needs_target = True
+    lp_ft_head = True
     needs_token_inputs = True
     default_weight = 1.0
     options = ("da_weight",)

@@ -163,6 +163,7 @@ class SelfTraining(Objective):
     description = "cross-entropy on confident, class-balanced pseudo-labels of the target (weight ramped up)"
     tags = ("domain-adaptation", "self-training", "pseudo-labels")
     needs_target = True
+    lp_ft_head = True
     needs_target_logits = True
     frozen_adapter_dim = 256
     options = ("da_weight", "self_training_threshold", "self_training_warmup", "self_training_teacher",

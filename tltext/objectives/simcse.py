@@ -49,6 +49,7 @@ class SimCSE(Objective):
     description = "unsupervised SimCSE on the target text: two dropout views, in-batch negatives, tau = 0.05"
     tags = ("domain-adaptation", "simcse", "contrastive")
     needs_target = True
+    lp_ft_head = True
     needs_token_inputs = True
     default_weight = 1.0
     options = ("da_weight",)
