@@ -73,7 +73,7 @@ def test_lp_ft_head_learns_at_the_encoder_rate_and_the_discriminator_at_the_rand
     # the per-tuning defaults: partial source-only 1e-4, full 5e-5; the head: partial source-only trains a
     # hidden-wide adapter + random head (10x), --head_init probe the LP-FT linear head (at the encoder's rate),
     # full a random linear head (10x). The feature-alignment terms (DANN, MMD: no lp_ft_head) take source-only's
-    # recipe of each tuning, DANN at weight 0.1; a term that reads target predictions (self-training) keeps LP-FT.
+    # recipe of each tuning, at weight 0.1; a term that reads target predictions (self-training) keeps LP-FT.
     from transformers import AutoConfig
 
     hidden = AutoConfig.from_pretrained(tiny_bert_dir).hidden_size
@@ -83,7 +83,7 @@ def test_lp_ft_head_learns_at_the_encoder_rate_and_the_discriminator_at_the_rand
             ("lpft", "partial", {"head_init": "probe"}, 1e-4, 1e-4, "linear probe", 0, None),
             ("full", "full", {}, 5e-5, 5e-4, "random (the default for --tuning full)", 0, None),
             ("partial_dann", "partial", {"objective": "dann"}, 1e-4, 1e-3, adapter_head, hidden, 0.1),
-            ("full_mmd", "full", {"objective": "mmd"}, 5e-5, 5e-4, "random (the default for --tuning full)", 0, 1.0),
+            ("full_mmd", "full", {"objective": "mmd"}, 5e-5, 5e-4, "random (the default for --tuning full)", 0, 0.1),
             ("full_st", "full", {"objective": "self_training"}, 5e-5, 5e-5, "linear probe", 0, 1.0)):
         trainer = _trainer(tiny_bert_dir, tmp_path / name, tuning=tuning, **extra)
         trainer.train()
