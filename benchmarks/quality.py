@@ -53,7 +53,7 @@ def amazon(data: str) -> Tuple[str, List[Tuple[str, List[str]]]]:
                     flags += ["--target_file", f"{a}/{tgt}.jsonl"]
                 runs.append((f"{src[0].upper()}->{tgt[0].upper()} {tuning} {obj if obj != 'erm' else 'source-only'}", flags))
         # full fine-tuning, default flags except the demo's length and epochs (the Trainer: 256, 2 epochs)
-        for obj in ("erm", "self_training"):
+        for obj in ("erm", "self_training", "dann", "mmd"):
             flags = base + ["--tuning", "full", "--num_train_epochs", "2", "--objective", obj]
             if obj != "erm":
                 flags += ["--target_file", f"{a}/{tgt}.jsonl"]
@@ -62,11 +62,14 @@ def amazon(data: str) -> Tuple[str, List[Tuple[str, List[str]]]]:
                 "(10 % held out, stratified, for model selection: no target labels are used), adapt with the 2,000 "
                 "unlabelled target reviews (dann/mmd/cdan/mcc), test on all 2,000 target reviews. Frozen runs train a 256-wide "
                 "adapter + head over cached embeddings (source-only included); partial trains the top 2 layers (the default) for "
-                "1 epoch with otherwise default flags (source-only: a 384-wide adapter and a random head at 10x the encoder's "
-                "1e-4; dann/mmd: the LP-FT head at 5e-5, the discriminator at 10x; rows marked [LP-FT head...] ran "
+                "1 epoch with otherwise default flags (source-only, dann and mmd: a 384-wide adapter and a random head at 10x "
+                "the encoder's 1e-4, dann/mmd at weight 0.1 with the discriminator or kernel on the adapter output; rows "
+                "marked [earlier default: LP-FT head at 5e-5, weight 1] ran dann/mmd with the LP-FT head at 5e-5, the "
+                "discriminator at 10x; rows marked [LP-FT head...] ran "
                 "source-only with the LP-FT head at 1e-4, the partial default of the time); "
-                "full fine-tunes every layer for 2 epochs with otherwise default flags (source-only: a random head at 10x; "
-                "self_training: the LP-FT head, the default for objectives that train on target batches; rows marked "
+                "full fine-tunes every layer for 2 epochs with otherwise default flags (source-only, dann and mmd: a random "
+                "head at 10x, dann/mmd at weight 0.1; self_training: the LP-FT head, the default for objectives that read "
+                "the head's target predictions; rows marked "
                 "[earlier default: LP-FT head] ran source-only from the linear probe too, the full-tuning default of the time, "
                 "and [earlier commit] the same self-training before this session's changes). "
                 "Accuracy, mean +- std over seeds.")
