@@ -13,7 +13,10 @@ several heads on the support features:
   sentence-transformers body ending in ``Normalize``);
 - ``logreg_unit_cv`` / ``logreg_raw_cv``: C chosen by stratified cross-validation on the
   support set (``tltext.training.probe.fit_linear_probe``, as the frozen probe does);
-- ``prototype``: cosine nearest centroid.
+- ``prototype``: cosine nearest centroid;
+- ``<head>@wise<a>``: the same head after WiSE-FT (Wortsman et al. 2022): the tuned encoder's
+  weights set to ``(1 - a) * pretrained + a * tuned`` (``--alphas``; the run itself trains with
+  ``--wise_ft_alpha 1`` so that its model is the tuned one).
 
 Heads are to be compared on the development rows; the test column is reported, never used to
 choose. Writes OUT_DIR/NAME.json and .md (temp file + rename).
@@ -40,7 +43,12 @@ sys.path.insert(0, ROOT)
 from benchmarks.common import write_payload  # noqa: E402
 from benchmarks.fewshot_peers import load_data, support_indices  # noqa: E402
 
-HEADS = ("logreg_raw_C1", "logreg_unit_C1", "logreg_unit_cv", "logreg_raw_cv", "prototype")
+BASE_HEADS = ("logreg_raw_C1", "logreg_unit_C1", "logreg_unit_cv", "logreg_raw_cv", "prototype")
+WISE_HEADS = ("logreg_raw_C1", "prototype")  # heads also fitted after WiSE-FT interpolation
+
+
+def head_names(alphas: Sequence[float]) -> List[str]:
+    return list(BASE_HEADS) + [f"{h}@wise{a:g}" for a in alphas if a != 1.0 for h in WISE_HEADS]
 
 
 def dev_indices(train_y: np.ndarray, exclude: Sequence[int], per_class: int, seed: int) -> List[int]:
@@ -87,7 +95,8 @@ def one_run(k: int, seed: int, a, data) -> Dict[str, Any]:
     out = os.path.join(a.work_dir, f"b77_contrastive_k{k}_s{seed}")
     argv = [sys.executable, os.path.join(ROOT, "recipes", "text_classification.py"), "--train_file", tr_path,
             "--test_file", te_path, "--shots_per_class", str(k), "--seed", str(seed), "--objective", "contrastive",
-            "--tuning", "full", "--output_dir", out, "--disable_tqdm", "--report", "False", "--overwrite_output_dir"]
+            "--tuning", "full", "--wise_ft_alpha", "1", "--output_dir", out, "--disable_tqdm", "--report", "False",
+            "--overwrite_output_dir"]
     t0 = time.perf_counter()
     if not os.path.isfile(os.path.join(out, "results.json")) or a.force:
         with open(out + ".log", "w") as log:
@@ -103,11 +112,29 @@ def one_run(k: int, seed: int, a, data) -> Dict[str, Any]:
     fitted = heads(feats["support"], tr_y[sup], len(label2id), seed)
     rows = {name: {"dev": accuracy(h, feats["dev"], tr_y[dev]), "test": accuracy(h, feats["test"], te_y), "C": h[3]}
             for name, h in fitted.items()}
+    if any(alpha != 1.0 for alpha in a.alphas):
+        from tltext.backbones.text import TextBackbone
+        from tltext.trainer import default_model, wise_ft
+
+        pretrained = dict(TextBackbone.from_pretrained(default_model("text")).named_parameters())
+        tuned = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
+        for alpha in (x for x in a.alphas if x != 1.0):
+            with torch.no_grad():
+                for n, p in model.backbone.named_parameters():
+                    p.copy_(tuned[n])
+            wise_ft(model.backbone, {n: p.detach() for n, p in pretrained.items()}, alpha)
+            f = {name: predictor.features(model, [tr_x[i] for i in idx] if idx is not None else list(te_x)).float()
+                 for name, idx in (("support", sup), ("dev", dev), ("test", None))}
+            for name, h in heads(f["support"], tr_y[sup], len(label2id), seed).items():
+                if name in WISE_HEADS:
+                    rows[f"{name}@wise{alpha:g}"] = {"dev": accuracy(h, f["dev"], tr_y[dev]),
+                                                     "test": accuracy(h, f["test"], te_y), "C": h[3]}
     return {"k": k, "seed": seed, "run": out, "run_seconds": run_s, "recipe_test_accuracy": res["test"]["accuracy"],
             "n_support": len(sup), "n_dev": len(dev), "heads": rows}
 
 
 def markdown(p: Dict[str, Any]) -> str:
+    HEADS = head_names(p.get("alphas", [1.0]))
     lines = [f"*{p['protocol']}*", "", "| head | K | dev accuracy (%) | test accuracy (%) | n |", "|---|---|---|---|---|"]
     for s in p["summary"]:
         f = lambda m, sd: f"{m:.1f} +- {sd:.1f}" if sd is not None else f"{m:.1f}"  # noqa: E731
@@ -127,6 +154,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--dev_per_class", type=int, default=20)
     ap.add_argument("--dev_seed", type=int, default=0)
+    ap.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.75, 0.5],
+                    help="WiSE-FT mixing weights to evaluate besides the tuned encoder (1)")
     ap.add_argument("--data_dir", default=os.environ.get("TLTEXT_DATA", os.path.join(ROOT, "..", "shared", "data")))
     ap.add_argument("--work_dir", default=os.path.join(ROOT, "runs", "contrastive_heads"))
     ap.add_argument("--out_dir", default=os.path.join(ROOT, "benchmarks", "results"))
@@ -139,19 +168,21 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     summary = []
     for k in a.shots:
         rk = [r for r in runs if r["k"] == k]
-        for h in HEADS:
+        for h in head_names(a.alphas):
             dev = [100 * r["heads"][h]["dev"] for r in rk]
             test = [100 * r["heads"][h]["test"] for r in rk]
             sd = (lambda v: statistics.stdev(v) if len(v) > 1 else None)  # noqa: E731
             summary.append({"head": h, "k": k, "n": len(rk), "dev_mean": statistics.mean(dev), "dev_std": sd(dev),
                             "test_mean": statistics.mean(test), "test_std": sd(test)})
     payload = {"benchmark": "contrastive_heads",
-               "protocol": (f"BANKING77, all-MiniLM-L6-v2, `--objective contrastive --tuning full` with default flags "
-                            f"on the K-shot support set (seeds {a.seeds}); heads fitted on the tuned support features; "
+               "protocol": (f"BANKING77, all-MiniLM-L6-v2, `--objective contrastive --tuning full --wise_ft_alpha 1` "
+                            f"(otherwise default flags; runs trained before WiSE-FT existed are the same) on the K-shot "
+                            f"support set (seeds {a.seeds}); heads fitted on the tuned support features, and after WiSE-FT "
+                            f"at alphas {[x for x in a.alphas if x != 1.0]} (encoder = (1 - a) pretrained + a tuned); "
                             f"dev = {a.dev_per_class} other train rows per class (seed {a.dev_seed}), test = the "
                             f"3,080-row test split (reported, not used to choose). Accuracy, mean +- std over seeds."),
                "command": "OMP_NUM_THREADS=1 python benchmarks/contrastive_heads.py " + " ".join(argv or sys.argv[1:]),
-               "summary": summary, "runs": runs}
+               "alphas": a.alphas, "summary": summary, "runs": runs}
     write_payload(a.out_dir, a.name, payload, markdown(payload))
     return payload
 

@@ -230,3 +230,47 @@ def test_end_to_end_and_saved_head_round_trip(tuning, loss, head, intents, tiny_
 
         ref = BertModel.from_pretrained(tiny_bert_dir).encoder.layer[0].attention.self.query.weight
         torch.testing.assert_close(model.backbone.encoder.encoder.layer[0].attention.self.query.weight, ref)
+
+
+def test_wise_ft_interpolates_the_encoder_before_the_head_is_fitted(intents, tiny_bert_dir, tmp_path, monkeypatch, one_thread):
+    from transformers import AutoModelForSequenceClassification, BertModel
+
+    from helpers import run_and_capture
+
+    def run(name, *extra):
+        out = tmp_path / name
+        run_and_capture(monkeypatch, "text", [
+            "--model_name_or_path", tiny_bert_dir, "--train_file", str(intents / "train.jsonl"),
+            "--test_file", str(intents / "test.jsonl"), "--shots_per_class", "4", "--seed", "2",
+            "--objective", "contrastive", "--tuning", "full", "--contrastive_iterations", "2",
+            "--contrastive_batch_size", "8", "--num_train_epochs", "1", "--learning_rate", "1e-3",
+            "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "--report", "False",
+            *extra])
+        model = AutoModelForSequenceClassification.from_pretrained(out / "model")
+        return model, json.loads((out / "results.json").read_text())
+
+    tuned, res_tuned = run("alpha1", "--wise_ft_alpha", "1")
+    mixed, res_mixed = run("default")  # contrastive's default: 0.5
+    assert "wise_ft_alpha" not in res_tuned["training"] and res_mixed["training"]["wise_ft_alpha"] == 0.5
+    pre = BertModel.from_pretrained(tiny_bert_dir).encoder.layer[-1].output.dense.weight
+    w1 = tuned.backbone.encoder.encoder.layer[-1].output.dense.weight
+    w = mixed.backbone.encoder.encoder.layer[-1].output.dense.weight
+    assert not torch.allclose(w1, pre)  # training moved it
+    torch.testing.assert_close(w, 0.5 * pre + 0.5 * w1, rtol=1e-5, atol=1e-6)
+    card = (tmp_path / "default" / "model" / "README.md").read_text()
+    assert "WiSE-FT (Wortsman et al. 2022): the encoder's weights are 0.5 x pretrained + 0.5 x fine-tuned" in card
+
+
+def test_wise_ft_alpha_is_checked_and_ignored_where_no_head_is_fitted(intents, tiny_bert_dir, tmp_path, monkeypatch, one_thread):
+    from helpers import run_and_capture
+
+    base = ["--model_name_or_path", tiny_bert_dir, "--train_file", str(intents / "train.jsonl"),
+            "--test_file", str(intents / "test.jsonl"), "--num_train_epochs", "1", "--disable_tqdm", "--report", "False", "--cache_dir", str(tmp_path / "cache")]
+    with pytest.raises(ValueError, match=r"^--wise_ft_alpha must be in \(0, 1\] \(1: no interpolation\); got 0.0$"):
+        run_and_capture(monkeypatch, "text", base + ["--wise_ft_alpha", "0", "--output_dir", str(tmp_path / "bad")])
+    run_and_capture(monkeypatch, "text", base + ["--tuning", "full", "--wise_ft_alpha", "0.5",
+                                                 "--output_dir", str(tmp_path / "erm")])
+    warned = json.loads((tmp_path / "erm" / "results.json").read_text())["warnings"]
+    assert [w for w in warned if "--wise_ft_alpha" in w] == [
+        "--wise_ft_alpha 0.5 is ignored: it interpolates a trained encoder before a head is computed from its "
+        "features, and this run (--tuning full --objective erm) has no such head"]

@@ -12,6 +12,9 @@ from . import objectives
 TUNINGS = ("frozen", "partial", "full")
 #: objectives that start a trainable encoder's head from the linear probe (``Objective.lp_ft_head``)
 _LP_FT = ", ".join(n for n in objectives.names() if objectives.get(n).lp_ft_head)
+_HEAD_FROM_FEATURES = ", ".join(n for n in objectives.names() if objectives.builds_head(n))
+_WISE_DEFAULTS = ", ".join(f"{n} {objectives.get(n).wise_ft_alpha:g}" for n in objectives.names()
+                           if objectives.get(n).wise_ft_alpha != 1.0) or "none"
 
 
 @dataclass
@@ -128,6 +131,12 @@ class TrainArguments:
                                "labelled examples, a held-out validation split pooled back in) instead of "
                                "--num_train_epochs of AdamW."})
     max_train_steps: Optional[int] = field(default=None)
+    wise_ft_alpha: Optional[float] = field(default=None, metadata={"help": "WiSE-FT (Wortsman et al., CVPR 2022): after "
+                                           "training, set the trained encoder weights to (1 - a) * pretrained + a * "
+                                           "fine-tuned, then fit the head on the interpolated features; in (0, 1], 1: no "
+                                           "interpolation. Applies to objectives that compute their head from the features "
+                                           "(" + _HEAD_FROM_FEATURES + ") on a trainable encoder. Default: the objective's "
+                                           "own (" + _WISE_DEFAULTS + "), else 1."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Examples per process per step, as in "
                                              "the Hugging Face examples: the global batch is this x processes x "
                                              "--gradient_accumulation_steps (the summary prints it)."})

@@ -101,6 +101,8 @@ def check_ranges(m: ModelArguments, d: DataArguments, t: TrainArguments) -> None
             raise ValueError(f"--{flag} must be positive; got {getattr(t, flag)}")
     if m.adapter_dim is not None and m.adapter_dim < 0:
         raise ValueError(f"--adapter_dim must be >= 0 (0: no adapter); got {m.adapter_dim}")
+    if t.wise_ft_alpha is not None and not 0 < t.wise_ft_alpha <= 1:
+        raise ValueError(f"--wise_ft_alpha must be in (0, 1] (1: no interpolation); got {t.wise_ft_alpha}")
     if t.num_train_epochs <= 0 and not t.max_train_steps and not t.eval_only:
         raise ValueError(f"--num_train_epochs must be positive; got {t.num_train_epochs}")
     if not 0 <= d.validation_split_percentage < 100:
@@ -395,6 +397,9 @@ def print_summary(res: Dict[str, Any]) -> None:
         lines.append(f"head: {tr['head']}")
     if tr.get("head_init"):
         lines.append(f"head initialised from: {tr['head_init']}")
+    if tr.get("wise_ft_alpha") is not None:
+        lines.append(f"WiSE-FT: encoder = {1 - tr['wise_ft_alpha']:g} x pretrained + {tr['wise_ft_alpha']:g} x fine-tuned "
+                     "(Wortsman et al. 2022), head fitted after")
     vs = res.get("validation_split") or {}
     val_note = ""
     best = (f" (best epoch {res['best_epoch']})" if isinstance(res.get("best_epoch"), int) and res["best_epoch"] >= 0

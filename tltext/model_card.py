@@ -291,6 +291,10 @@ def _what_ran(res: Dict[str, Any]) -> List[str]:
     for key, label in (("head", "head"), ("head_init", "head initialised from")):
         if tr.get(key):
             out.append(f"- {label}: {tr[key]}")
+    if tr.get("wise_ft_alpha") is not None:
+        a = tr["wise_ft_alpha"]
+        out.append(f"- WiSE-FT (Wortsman et al. 2022): the encoder's weights are {1 - a:g} x pretrained + {a:g} x "
+                   "fine-tuned; the head was fitted on the interpolated features")
     g = res.get("negative_transfer_guard")
     if g:
         out.append(f"- {g['note']}")

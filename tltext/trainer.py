@@ -173,6 +173,16 @@ def default_learning_rate(tuning: str, cached: bool, lp_ft: bool = False) -> flo
     return DEFAULT_LEARNING_RATES.get(tuning, DEFAULT_LEARNING_RATES["full"])
 
 
+def wise_ft(module: torch.nn.Module, pretrained: Dict[str, torch.Tensor], alpha: float) -> None:
+    """WiSE-FT (Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022, eq. 1):
+    every parameter named in ``pretrained`` (its values before fine-tuning) becomes
+    ``(1 - alpha) * pretrained + alpha * fine-tuned``, in place; ``alpha`` in (0, 1]."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name in pretrained:
+                p.mul_(alpha).add_(pretrained[name].to(p.device, p.dtype), alpha=1.0 - alpha)
+
+
 def default_model(modality: str) -> str:
     if modality == "text":
         try:
@@ -493,7 +503,7 @@ class Trainer:
 
         t = self.t
         set_seed(t.seed)
-        self._probe, self._head_init, self._nothing_trained = None, None, False
+        self._probe, self._head_init, self._nothing_trained, self._wise_ft = None, None, False, None
         model, objective, plan, inputs = self._build(m, backbone)
         y = self.splits["train"].labels
         tm = TrainingModule(model, objective)
@@ -512,6 +522,9 @@ class Trainer:
         selector = Selector(t.selection, self.predictor, sel_data, self.label_names, t.metric_for_best_model,
                             t.metric, oracle=t.oracle_selection, record_oracle=t.record_oracle, seed=t.seed,
                             install_head=(lambda mod: self._install_head(mod, objective, inputs)) if objective.builds_head else None)
+        alpha = self._wise_ft_alpha(m, objective)
+        pretrained = ({n: p.detach().clone() for n, p in model.backbone.named_parameters() if p.requires_grad}
+                      if alpha < 1.0 else None)
         if self._is_probe(m, model, objective):
             fit = self._fit_probe(model, inputs)
         elif any(p.requires_grad for g in plan.param_groups for p in g["params"]):
@@ -520,8 +533,23 @@ class Trainer:
             fit = FitResult()
             self._nothing_trained = True
         model = self.acc.unwrap_model(tm).model if hasattr(self.acc.unwrap_model(tm), "model") else model
+        if pretrained is not None and not self._nothing_trained:
+            wise_ft(model.backbone, pretrained, alpha)
+            self._wise_ft = alpha
         self._install_head(model, objective, inputs)
         return model, fit, inputs
+
+    def _wise_ft_alpha(self, m: ModelArguments, objective) -> float:
+        """``--wise_ft_alpha`` (else the objective's default) where the encoder trains and the
+        head is computed from the features afterwards; 1.0 (no interpolation) elsewhere."""
+        given = self.t.wise_ft_alpha
+        if m.tuning == "frozen" or not objective.builds_head:
+            if given is not None and given != 1.0:
+                warnings.warn(f"--wise_ft_alpha {given:g} is ignored: it interpolates a trained encoder before a head "
+                              f"is computed from its features, and this run (--tuning {m.tuning} --objective "
+                              f"{m.objective}) has no such head", UserWarning, stacklevel=2)
+            return 1.0
+        return float(given) if given is not None else objectives.wise_ft_alpha(m.objective)
 
     def _fit_state(self) -> tuple:
         """How the last ``_train_one`` fitted its head (probe, LP-FT init, nothing trained,
@@ -784,6 +812,8 @@ class Trainer:
             training["adapter_dim"] = int(self.model.config.adapter_dim or 0)
         if getattr(self, "_head_init", None):
             training["head_init"] = self._head_init
+        if getattr(self, "_wise_ft", None) is not None:
+            training["wise_ft_alpha"] = self._wise_ft
         if fit.steps and getattr(self, "_learning_rates", None):
             training.update(self._learning_rates)
         if getattr(self, "_nothing_trained", False):

@@ -105,6 +105,16 @@ def lp_ft_head(spec: str) -> bool:
     return any(c.lp_ft_head for c in classes(spec))
 
 
+def builds_head(spec: str) -> bool:
+    """Whether a term of ``spec`` computes the head from the training features after training."""
+    return any(c.head_from_features is not Objective.head_from_features for c in classes(spec))
+
+
+def wise_ft_alpha(spec: str) -> float:
+    """The default WiSE-FT interpolation weight of ``spec``: the smallest of its terms' (1: none)."""
+    return min(c.wise_ft_alpha for c in classes(spec))
+
+
 def replaces_cross_entropy(spec: str) -> bool:
     return any(c.replaces_cross_entropy for c in classes(spec))
 

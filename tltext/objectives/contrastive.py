@@ -200,7 +200,13 @@ class Contrastive(Objective):
     trainable encoder (``--tuning partial`` or ``full``). Options:
     ``--contrastive_loss``, ``--contrastive_temperature`` (supcon tau),
     ``--contrastive_iterations`` (per epoch: pairs R per example / supcon passes),
-    ``--contrastive_batch_size`` (texts per step), ``--contrastive_head``."""
+    ``--contrastive_batch_size`` (texts per step), ``--contrastive_head``.
+
+    ``wise_ft_alpha = 0.5``: before the head is fitted, the tuned encoder's weights are averaged
+    with the pretrained ones (WiSE-FT, Wortsman et al., CVPR 2022, the paper's mixing weight 0.5
+    when no validation data chooses it). On BANKING77 K = 10 (seeds 1-3, heads fitted on the
+    support set, benchmarks/results/contrastive_heads.md) it raised the accuracy on 20 held-out
+    train rows per intent from 85.0 to 85.7, and on the test split from 85.2 to 85.7."""
 
     name = "contrastive"
     paper = ("Khosla et al., Supervised Contrastive Learning, NeurIPS 2020; Tunstall et al., "
@@ -210,6 +216,7 @@ class Contrastive(Objective):
     needs_token_inputs = True
     replaces_cross_entropy = True
     trains_classifier = False
+    wise_ft_alpha = 0.5
     options = ("contrastive_loss", "contrastive_temperature", "contrastive_iterations", "contrastive_batch_size",
                "contrastive_head")
 
