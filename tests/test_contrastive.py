@@ -232,12 +232,14 @@ def test_end_to_end_and_saved_head_round_trip(tuning, loss, head, intents, tiny_
         torch.testing.assert_close(model.backbone.encoder.encoder.layer[0].attention.self.query.weight, ref)
 
 
-def test_wise_ft_interpolates_the_encoder_before_the_head_is_fitted(intents, tiny_bert_dir, tmp_path, monkeypatch, one_thread):
+@pytest.mark.parametrize("extra", [[], ["--gradual_unfreeze", "--num_train_epochs", "2"]])
+def test_wise_ft_interpolates_the_encoder_before_the_head_is_fitted(extra, intents, tiny_bert_dir, tmp_path, monkeypatch,
+                                                                     one_thread):
     from transformers import AutoModelForSequenceClassification, BertModel
 
     from helpers import run_and_capture
 
-    def run(name, *extra):
+    def run(name, *flags):
         out = tmp_path / name
         run_and_capture(monkeypatch, "text", [
             "--model_name_or_path", tiny_bert_dir, "--train_file", str(intents / "train.jsonl"),
@@ -245,18 +247,22 @@ def test_wise_ft_interpolates_the_encoder_before_the_head_is_fitted(intents, tin
             "--objective", "contrastive", "--tuning", "full", "--contrastive_iterations", "2",
             "--contrastive_batch_size", "8", "--num_train_epochs", "1", "--learning_rate", "1e-3",
             "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "--report", "False",
-            *extra])
+            *flags, *extra])
         model = AutoModelForSequenceClassification.from_pretrained(out / "model")
         return model, json.loads((out / "results.json").read_text())
 
     tuned, res_tuned = run("alpha1", "--wise_ft_alpha", "1")
     mixed, res_mixed = run("default")  # contrastive's default: 0.5
     assert "wise_ft_alpha" not in res_tuned["training"] and res_mixed["training"]["wise_ft_alpha"] == 0.5
-    pre = BertModel.from_pretrained(tiny_bert_dir).encoder.layer[-1].output.dense.weight
-    w1 = tuned.backbone.encoder.encoder.layer[-1].output.dense.weight
-    w = mixed.backbone.encoder.encoder.layer[-1].output.dense.weight
-    assert not torch.allclose(w1, pre)  # training moved it
-    torch.testing.assert_close(w, 0.5 * pre + 0.5 * w1, rtol=1e-5, atol=1e-6)
+    w1 = dict(tuned.backbone.encoder.named_parameters())
+    pre = {n: p for n, p in BertModel.from_pretrained(tiny_bert_dir).named_parameters() if n in w1}
+    assert len(pre) == len(w1)
+    w = dict(mixed.backbone.encoder.named_parameters())
+    moved = [n for n in pre if not torch.allclose(w1[n], pre[n])]
+    # every weight training moved (under --gradual_unfreeze also the layers unfrozen later) is halfway back
+    assert any(n.startswith("encoder.layer.0.") for n in moved) and any(n.startswith("encoder.layer.1.") for n in moved)
+    for n in pre:
+        torch.testing.assert_close(w[n], 0.5 * pre[n] + 0.5 * w1[n], rtol=1e-5, atol=1e-6)
     card = (tmp_path / "default" / "model" / "README.md").read_text()
     assert "WiSE-FT (Wortsman et al. 2022): the encoder's weights are 0.5 x pretrained + 0.5 x fine-tuned" in card
 
@@ -274,3 +280,22 @@ def test_wise_ft_alpha_is_checked_and_ignored_where_no_head_is_fitted(intents, t
     assert [w for w in warned if "--wise_ft_alpha" in w] == [
         "--wise_ft_alpha 0.5 is ignored: it interpolates a trained encoder before a head is computed from its "
         "features, and this run (--tuning full --objective erm) has no such head"]
+
+
+def test_wise_ft_is_reported_only_for_the_model_the_guard_keeps(intents, tiny_bert_dir, tmp_path, monkeypatch, one_thread):
+    from helpers import run_and_capture
+
+    out = tmp_path / "guard"
+    run_and_capture(monkeypatch, "text", [
+        "--model_name_or_path", tiny_bert_dir, "--train_file", str(intents / "train.jsonl"),
+        "--test_file", str(intents / "test.jsonl"), "--target_file", str(intents / "test.jsonl"),
+        "--tuning", "full", "--objective", "contrastive+mmd", "--compare_source_only", "--contrastive_iterations", "1",
+        "--contrastive_batch_size", "8", "--num_train_epochs", "1", "--output_dir", str(out),
+        "--cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "--report", "False"])
+    res = json.loads((out / "results.json").read_text())
+    kept = res["negative_transfer_guard"]["kept"]
+    card = (out / "model" / "README.md").read_text()
+    if kept == "source_only":  # erm fits no head from features: no interpolation ran on the kept model
+        assert "wise_ft_alpha" not in res["training"] and "WiSE-FT" not in card
+    else:
+        assert res["training"]["wise_ft_alpha"] == 0.5 and "WiSE-FT" in card

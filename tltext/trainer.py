@@ -523,8 +523,8 @@ class Trainer:
                             t.metric, oracle=t.oracle_selection, record_oracle=t.record_oracle, seed=t.seed,
                             install_head=(lambda mod: self._install_head(mod, objective, inputs)) if objective.builds_head else None)
         alpha = self._wise_ft_alpha(m, objective)
-        pretrained = ({n: p.detach().clone() for n, p in model.backbone.named_parameters() if p.requires_grad}
-                      if alpha < 1.0 else None)
+        # every encoder weight, trainable now or not (--gradual_unfreeze unfreezes layers later)
+        pretrained = ({n: p.detach().clone() for n, p in model.backbone.named_parameters()} if alpha < 1.0 else None)
         if self._is_probe(m, model, objective):
             fit = self._fit_probe(model, inputs)
         elif any(p.requires_grad for g in plan.param_groups for p in g["params"]):
@@ -554,7 +554,8 @@ class Trainer:
     def _fit_state(self) -> tuple:
         """How the last ``_train_one`` fitted its head (probe, LP-FT init, nothing trained,
         learning rates), restored when the guard keeps the source-only model."""
-        return self._probe, self._head_init, self._nothing_trained, getattr(self, "_learning_rates", None)
+        return (self._probe, self._head_init, self._nothing_trained, getattr(self, "_learning_rates", None),
+                getattr(self, "_wise_ft", None))
 
     def _is_probe(self, m: ModelArguments, model, objective) -> bool:
         return bool(self.t.linear_probe and m.tuning == "frozen" and not model.config.adapter_dim
@@ -667,7 +668,7 @@ class Trainer:
             guard = self._guard(so_model, so_inputs, model, inputs)
             if guard["kept"] == "source_only":
                 model, fit, inputs = so_model, so_fit, so_inputs
-                self._probe, self._head_init, self._nothing_trained, self._learning_rates = so_state
+                self._probe, self._head_init, self._nothing_trained, self._learning_rates, self._wise_ft = so_state
         self.model = model
         res = self._result(fit)
         if guard is not None:
