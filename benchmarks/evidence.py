@@ -5,7 +5,8 @@ exactly those of the benchmark runs.
 
 * ``rows``: label-free domain adaptation, from ``benchmarks/results/quality_amazon.json``:
   every (tuning, objective) measured on BOTH books->kitchen and kitchen->books (rows whose
-  name carries a ``[...]`` qualifier, e.g. superseded settings, are left out); accuracy =
+  name carries a ``[...]`` qualifier, e.g. superseded settings, are left out, and so are rows with
+  fewer than ``MIN_SEEDS`` seeds in a direction, e.g. a one-seed pilot); accuracy =
   the mean of the two directions' seed means; ``source_only`` = the same tuning's erm row.
 * ``few_shot_rows``: from ``benchmarks/results/fewshot.json`` (BANKING77): each tltext
   strategy's mean over seeds at each K.
@@ -28,6 +29,7 @@ PAIRS = ("B->K", "K->B")
 # labels per class the configuration needs (the diagnose rule-of-thumb thresholds): frozen runs
 # are recommended from 50 per class, trainable encoders from 200
 MIN_LABELS = {"frozen": 50, "partial": 200, "full": 200}
+MIN_SEEDS = 3  # a configuration is recommended from only when each direction has this many seeds
 FEW_SHOT_FLAGS = {"contrastive_full": "--tuning full --objective contrastive",
                   "probe_frozen": "--tuning frozen --objective erm",
                   "prototypes_frozen": "--tuning frozen --objective prototypes"}
@@ -48,7 +50,8 @@ def da_rows(quality: Dict[str, Any]) -> List[Dict[str, Any]]:
     configs = []
     for name in by:
         pair, tuning, obj = name.split(" ", 2)
-        if pair == PAIRS[0] and all(f"{p} {tuning} {obj}" in by for p in PAIRS):
+        if pair == PAIRS[0] and all(f"{p} {tuning} {obj}" in by and len(by[f"{p} {tuning} {obj}"]["runs"]) >= MIN_SEEDS
+                                    for p in PAIRS):
             configs.append((tuning, obj))
     rows = []
     for tuning, obj in configs:
