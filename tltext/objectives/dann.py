@@ -130,7 +130,9 @@ class DANN(Objective):
     encoder's cached embeddings, 0.1 when the encoder trains (``--tuning partial`` / ``full``),
     where the reversed gradient reaches the transformer itself. On Amazon books <-> kitchen
     (partial, 3 seeds) lambda_max 1 lost 5-11 points against source-only and 0.1 gained
-    +0.3 / +0.8 (benchmarks/results/pilots_partial_dann_sorecipe.md)."""
+    +0.3 / +0.8 (benchmarks/results/pilots_partial_dann_sorecipe.md); under full tuning 0.1 still
+    lost 3.1 on books -> kitchen (seed 1) while gaining 4.95 on kitchen -> books
+    (pilots_full_alignment.md)."""
 
     name = "dann"
     paper = "Ganin et al., Domain-Adversarial Training of Neural Networks, JMLR 2016"

@@ -112,9 +112,10 @@ class MMD(Objective):
     ``--da_warmup_ratio`` of training. A step whose source or target batch has fewer
     than 2 rows (the estimator's minimum) skips the term and logs ``mmd/skipped``.
     ``weight``: 1 over a frozen encoder's cached embeddings, 0.1 when the encoder trains
-    (``--tuning partial`` / ``full``): on Amazon books <-> kitchen (partial, seed 1) weight 1
-    lost 0.5 / 1.65 points against source-only with the same recipe, 0.1 gained
-    (benchmarks/results/pilots_partial_dann_sorecipe.md)."""
+    (``--tuning partial`` / ``full``). On Amazon books -> kitchen / kitchen -> books, seeds 1-3,
+    against source-only with the same recipe: partial +0.6 / +0.4 at 0.1 (weight 1, seed 1:
+    -0.5 / -1.65), full +0.7 / +3.2 (benchmarks/results/pilots_partial_dann_sorecipe.md,
+    pilots_full_alignment.md)."""
 
     name = "mmd"
     paper = "Long et al., Learning Transferable Features with Deep Adaptation Networks, ICML 2015"
