@@ -62,8 +62,9 @@ def dev_indices(train_y: np.ndarray, exclude: Sequence[int], per_class: int, see
     return out
 
 
-def heads(xs: torch.Tensor, ys: np.ndarray, num_classes: int, seed: int) -> Dict[str, Any]:
-    """name -> (weight [C, D], bias [C], unit features?, chosen C or None)."""
+def heads(xs: torch.Tensor, ys: np.ndarray, num_classes: int, seed: int,
+          names: Sequence[str] = BASE_HEADS) -> Dict[str, Any]:
+    """name -> (weight [C, D], bias [C], unit features?, chosen C or None), for the heads in ``names``."""
     from tltext.objectives.prototypes import cosine_prototype_head
     from tltext.training.probe import fit_linear_probe
 
@@ -71,10 +72,12 @@ def heads(xs: torch.Tensor, ys: np.ndarray, num_classes: int, seed: int) -> Dict
     out = {}
     for name, x, folds in (("logreg_raw_C1", xs, 0), ("logreg_unit_C1", unit, 0), ("logreg_unit_cv", unit, 5),
                            ("logreg_raw_cv", xs, 5)):
-        p = fit_linear_probe(x, ys.tolist(), num_classes, seed=seed, cv_folds=folds)
-        out[name] = (p.weight, p.bias, x is unit, p.C)
-    w, b = cosine_prototype_head(xs, torch.as_tensor(ys), num_classes)
-    out["prototype"] = (w, b, False, None)
+        if name in names:
+            p = fit_linear_probe(x, ys.tolist(), num_classes, seed=seed, cv_folds=folds)
+            out[name] = (p.weight, p.bias, x is unit, p.C)
+    if "prototype" in names:
+        w, b = cosine_prototype_head(xs, torch.as_tensor(ys), num_classes)
+        out["prototype"] = (w, b, False, None)
     return out
 
 
@@ -107,28 +110,26 @@ def one_run(k: int, seed: int, a, data) -> Dict[str, Any]:
     predictor = Predictor(Accelerator(cpu=True), batch_size=64, disable_tqdm=True)  # the backbone's own max length
     sup = support_indices(tr_y, k, seed)
     dev = dev_indices(tr_y, sup, a.dev_per_class, a.dev_seed)
-    feats = {name: predictor.features(model, [tr_x[i] for i in idx] if idx is not None else list(te_x)).float()
+    def score(names: Sequence[str], suffix: str = "") -> Dict[str, Any]:
+        """Encode support / dev / test with the model as it is now, fit ``names`` on the support rows."""
+        f = {name: predictor.features(model, [tr_x[i] for i in idx] if idx is not None else list(te_x)).float()
              for name, idx in (("support", sup), ("dev", dev), ("test", None))}
-    fitted = heads(feats["support"], tr_y[sup], len(label2id), seed)
-    rows = {name: {"dev": accuracy(h, feats["dev"], tr_y[dev]), "test": accuracy(h, feats["test"], te_y), "C": h[3]}
-            for name, h in fitted.items()}
+        return {name + suffix: {"dev": accuracy(h, f["dev"], tr_y[dev]), "test": accuracy(h, f["test"], te_y), "C": h[3]}
+                for name, h in heads(f["support"], tr_y[sup], len(label2id), seed, names).items()}
+
+    rows = score(BASE_HEADS)
     if any(alpha != 1.0 for alpha in a.alphas):
         from tltext.backbones.text import TextBackbone
         from tltext.trainer import default_model, wise_ft
 
-        pretrained = dict(TextBackbone.from_pretrained(default_model("text")).named_parameters())
+        pretrained = {n: p.detach() for n, p in TextBackbone.from_pretrained(default_model("text")).named_parameters()}
         tuned = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
         for alpha in (x for x in a.alphas if x != 1.0):
-            with torch.no_grad():
+            with torch.no_grad():  # start each alpha from the tuned weights
                 for n, p in model.backbone.named_parameters():
                     p.copy_(tuned[n])
-            wise_ft(model.backbone, {n: p.detach() for n, p in pretrained.items()}, alpha)
-            f = {name: predictor.features(model, [tr_x[i] for i in idx] if idx is not None else list(te_x)).float()
-                 for name, idx in (("support", sup), ("dev", dev), ("test", None))}
-            for name, h in heads(f["support"], tr_y[sup], len(label2id), seed).items():
-                if name in WISE_HEADS:
-                    rows[f"{name}@wise{alpha:g}"] = {"dev": accuracy(h, f["dev"], tr_y[dev]),
-                                                     "test": accuracy(h, f["test"], te_y), "C": h[3]}
+            wise_ft(model.backbone, pretrained, alpha)
+            rows.update(score(WISE_HEADS, f"@wise{alpha:g}"))
     return {"k": k, "seed": seed, "run": out, "run_seconds": run_s, "recipe_test_accuracy": res["test"]["accuracy"],
             "n_support": len(sup), "n_dev": len(dev), "heads": rows}
 

@@ -522,7 +522,7 @@ class Trainer:
         selector = Selector(t.selection, self.predictor, sel_data, self.label_names, t.metric_for_best_model,
                             t.metric, oracle=t.oracle_selection, record_oracle=t.record_oracle, seed=t.seed,
                             install_head=(lambda mod: self._install_head(mod, objective, inputs)) if objective.builds_head else None)
-        alpha = self._wise_ft_alpha(m, objective)
+        alpha = self._wise_ft_alpha(m)
         # every encoder weight, trainable now or not (--gradual_unfreeze unfreezes layers later)
         pretrained = ({n: p.detach().clone() for n, p in model.backbone.named_parameters()} if alpha < 1.0 else None)
         if self._is_probe(m, model, objective):
@@ -539,16 +539,12 @@ class Trainer:
         self._install_head(model, objective, inputs)
         return model, fit, inputs
 
-    def _wise_ft_alpha(self, m: ModelArguments, objective) -> float:
+    def _wise_ft_alpha(self, m: ModelArguments) -> float:
         """``--wise_ft_alpha`` (else the objective's default) where the encoder trains and the
         head is computed from the features afterwards; 1.0 (no interpolation) elsewhere."""
-        given = self.t.wise_ft_alpha
-        if m.tuning == "frozen" or not objective.builds_head:
-            if given is not None and given != 1.0:
-                warnings.warn(f"--wise_ft_alpha {given:g} is ignored: it interpolates a trained encoder before a head "
-                              f"is computed from its features, and this run (--tuning {m.tuning} --objective "
-                              f"{m.objective}) has no such head", UserWarning, stacklevel=2)
+        if m.tuning == "frozen" or not objectives.builds_head(m.objective):
             return 1.0
+        given = self.t.wise_ft_alpha
         return float(given) if given is not None else objectives.wise_ft_alpha(m.objective)
 
     def _fit_state(self) -> tuple:
@@ -653,6 +649,10 @@ class Trainer:
             for flag in objectives.ignored_options(m.objective, m, defaults, read_elsewhere=_EVAL_EPISODE_FLAGS):
                 warnings.warn(f"--{flag} {getattr(m, flag)} is ignored: no term of --objective {m.objective} reads it",
                               UserWarning, stacklevel=2)
+            if t.wise_ft_alpha not in (None, 1.0) and self._wise_ft_alpha(m) == 1.0:
+                warnings.warn(f"--wise_ft_alpha {t.wise_ft_alpha:g} is ignored: it interpolates a trained encoder before "
+                              f"a head is computed from its features, and this run (--tuning {m.tuning} --objective "
+                              f"{m.objective}) has no such head", UserWarning, stacklevel=2)
             if t.compare_source_only:
                 so_backbone = backbone if m.tuning == "frozen" else copy.deepcopy(backbone)
                 so_model, so_fit, so_inputs = self._train_one(replace(m, objective="erm"), so_backbone)

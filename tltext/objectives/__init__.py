@@ -254,7 +254,7 @@ class ObjectiveSet(nn.Module):
 
     @property
     def builds_head(self) -> bool:
-        return any(type(t).head_from_features is not Objective.head_from_features for t in self.terms)
+        return builds_head(self.spec)
 
 
 __all__ = ["Objective", "ObjectiveSetup", "ObjectiveSet", "Step", "TermOutput", "register", "names", "get",
