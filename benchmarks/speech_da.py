@@ -6,11 +6,13 @@ Protocol (two stages, every run through ``recipes/audio_classification.py``'s co
 * Stage 1 (once per target speaker T, seed 0): a wav2vec2 ``tiny`` preset trained from
   scratch, full tuning, on the official-split train takes (5-49) of the three FSDD
   speakers other than T; 10 % of them held out (source validation). Its accuracy on
-  T's test takes (0-4) is the "stage 1 only" reference.
+  T's test takes (0-4) is the "stage 1 only" reference. With ``--stage0_model DIR`` stage 1
+  starts from a wav2vec 2.0 model pretrained without labels (stage 0,
+  ``recipes/audio_pretraining.py``) instead of random weights.
 * Stage 2 (seeds 1, 2, 3): the stage-1 model dir as ``--model_name_or_path``, partial
   tuning (top 3 layer groups: layer.0, layer.1, final), a new head, on a seeded
   ``--max_train_samples`` subset of the same source takes, with
-  ``erm`` (source-only), ``dann`` or ``mmd``; the unlabelled target data are T's train
+  ``erm`` (source-only) and each of ``--objectives`` (default ``dann mmd``); the unlabelled target data are T's train
   takes; accuracy on T's test takes (50 clips). Model selection: source validation.
 * FSDD -> Speech Commands: the stage-1 model of the first target (its three source
   speakers), stage 2 with ``erm`` vs ``dann``; target = the 100 Speech Commands clips of
@@ -50,6 +52,12 @@ def parse_args(argv=None):
     p.add_argument("--targets", nargs="+", default=["theo", "nicolas"], choices=SPEAKERS)
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--model_config", default="tiny")
+    p.add_argument("--stage0_model", default=None,
+                   help="a wav2vec 2.0 model pretrained without labels (recipes/audio_pretraining.py OUT/model): stage 1 "
+                        "starts from it instead of random --model_config weights")
+    p.add_argument("--objectives", nargs="+", default=["erm", "dann", "mmd"],
+                   help="stage-2 objectives; erm (source-only) is the paired reference and is always run")
+    p.add_argument("--name", default="speech_da", help="results file stem under --results")
     p.add_argument("--stage1_epochs", type=float, default=8)
     p.add_argument("--stage1_lr", type=float, default=2e-3)
     p.add_argument("--stage2_epochs", type=float, default=3)
@@ -119,7 +127,8 @@ class Bench:
     def stage1(self, target: str) -> Path:
         a = self.a
         src = [s for s in SPEAKERS if s != target]
-        argv = ["--model_config", a.model_config, *self.fsdd_split("train", src, "train"),
+        init = ["--model_name_or_path", a.stage0_model] if a.stage0_model else ["--model_config", a.model_config]
+        argv = [*init, *self.fsdd_split("train", src, "train"),
                 *self.fsdd_split("test", [target], "test"), *self.common(), "--tuning", "full",
                 "--objective", "erm", "--num_train_epochs", f"{a.stage1_epochs:g}",
                 "--learning_rate", f"{a.stage1_lr:g}", "--seed", "0"]
@@ -139,10 +148,10 @@ class Bench:
         src = [s for s in SPEAKERS if s != target]
         task = f"FSDD {'+'.join(src)} -> {target}"
         for seed in self.a.seeds:
-            for obj in ("erm", "dann", "mmd"):
+            for obj in dict.fromkeys(["erm", *self.a.objectives]):
                 argv = self.stage2_args(model, seed, obj) + self.fsdd_split("train", src, "train") \
                     + self.fsdd_split("test", [target], "test") + self.fsdd_split("target", [target], "train")
-                self.run(f"stage2_{target}_{obj}_s{seed}", argv, task=task, stage=2, setting=SETTING[obj], seed=seed)
+                self.run(f"stage2_{target}_{obj}_s{seed}", argv, task=task, stage=2, setting=SETTING.get(obj, obj), seed=seed)
         return model
 
     def speech_commands(self, model: Path, source_target: str) -> None:
@@ -157,10 +166,11 @@ class Bench:
             for obj in ("erm", "dann"):
                 argv = self.stage2_args(model, seed, obj, "digit,label") + self.fsdd_split("train", src, "train") + sc_test \
                     + sc_target + digits
-                self.run(f"sc_stage2_{obj}_s{seed}", argv, task=task, stage=2, setting=SETTING[obj], seed=seed)
+                self.run(f"sc_stage2_{obj}_s{seed}", argv, task=task, stage=2, setting=SETTING.get(obj, obj), seed=seed)
 
 
-SETTING = {"erm": "source-only (erm)", "dann": "DANN", "mmd": "MK-MMD"}
+SETTING = {"erm": "source-only (erm)", "dann": "DANN", "mmd": "MK-MMD", "self_training": "self-training",
+           "cdan": "CDAN", "mcc": "MCC"}
 
 
 # ---------------------------------------------------------------------- summary
@@ -260,9 +270,9 @@ def main(argv=None) -> int:
     from benchmarks.common import run_payload, write_payload
 
     if a.report_only:
-        payload = json.loads((Path(a.results) / "speech_da.json").read_text())
+        payload = json.loads((Path(a.results) / f"{a.name}.json").read_text())
         payload["summary"] = summarise(payload["runs"])
-        write_payload(a.results, "speech_da", payload, markdown(payload))
+        write_payload(a.results, a.name, payload, markdown(payload))
         return 0
     import torch
 
@@ -279,10 +289,10 @@ def main(argv=None) -> int:
     if not a.no_speech_commands:
         b.speech_commands(models[a.targets[0]], a.targets[0])
     payload = run_payload("speech_da", __doc__,
-                          {k: v for k, v in vars(a).items() if k not in ("data", "work", "results", "resume")},
+                          {k: v for k, v in vars(a).items() if k not in ("data", "work", "results", "resume", "name")},
                           load0, w0, b.records, summarise(b.records))
     payload["total_wall_minutes_of_runs"] = sum(r["wall_seconds"] for r in b.records) / 60
-    write_payload(a.results, "speech_da", payload, markdown(payload))
+    write_payload(a.results, a.name, payload, markdown(payload))
     return 0
 
 

@@ -140,6 +140,10 @@ def test_two_stage_and_freeze_feature_encoder(manifest, pretrained_dir, tmp_path
     assert not _same(w0, w1, "encoder.layers.0.") and not _same(w0, w1, "feature_projection.")  # ... the rest trained
     assert json.loads((s1 / "model" / "config.json").read_text())["backbone"]["freeze_feature_encoder"] is True
     assert r1["base_model"] == str(pretrained_dir)
+    # speech backbones start a trainable encoder's head from the linear probe (Backbone.lp_ft_head), at the
+    # encoder's rate, under full and partial tuning, whatever the objective (text: a random head / adapter)
+    tr1 = r1["training"]
+    assert tr1["head_init"].startswith("linear probe") and tr1["head_learning_rate"] == tr1["learning_rate"]
 
     # stage 2a: adapt the stage-1 model dir to the target speaker, partial tuning (top 2 groups) + DANN
     s2 = tmp_path / "stage2"
@@ -147,6 +151,7 @@ def test_two_stage_and_freeze_feature_encoder(manifest, pretrained_dir, tmp_path
                                        True, "--unfreeze_top_k", "2", "--speed_perturbation", "0.9", "1.1",
                                        "--noise_snr_db", "20", "30", "--mask_time_prob", "0.05"))
     assert r2["base_model"] == str(s1 / "model") and r2["num_examples"]["target"] == 20
+    assert r2["training"]["head_init"].startswith("linear probe") and r2["training"]["adapter_dim"] == 0
     # this stage's augmentation flags reach the loaded backbone and are recorded
     bb = json.loads((s2 / "model" / "config.json").read_text())["backbone"]
     assert bb["speed_perturbation"] == [0.9, 1.1] and bb["noise_snr_db"] == [20.0, 30.0]

@@ -45,7 +45,7 @@ class ModelArguments:
                                            "the EMA decay d of the teacher's weights (theta' <- d * theta' + (1 - d) * "
                                            "theta each step), in [0, 1]."})
     discriminator_hidden_dim: int = field(default=256, metadata={"help": "DANN discriminator width."})
-    adapter_dim: Optional[int] = field(default=None, metadata={"help": "Adapter (Linear + GELU) width between the pooled embedding and the head (0: none). Default: under --tuning frozen the objective's own (256 for the alignment and self-training objectives, else 0); under --tuning partial the encoder's hidden size for a cross-entropy classifier (an objective that does not start from an LP-FT head: not " + _LP_FT + ") with no --head_init probe (the two-layer head the Trainer's pooler + classifier trains); else 0."})
+    adapter_dim: Optional[int] = field(default=None, metadata={"help": "Adapter (Linear + GELU) width between the pooled embedding and the head (0: none). Default: under --tuning frozen the objective's own (256 for the alignment and self-training objectives, else 0); under --tuning partial the encoder's hidden size for a cross-entropy classifier (an objective that does not start from an LP-FT head: not " + _LP_FT + ") with no --head_init probe on a text encoder (the two-layer head the Trainer's pooler + classifier trains); else 0."})
     head_dropout: float = field(default=0.1, metadata={"help": "Dropout probability before the head (and inside the adapter), in [0, 1)."})
     n_way: Optional[int] = field(default=None, metadata={"help": "prototypes: classes per episode (default: every class "
                                  "with k_shot+n_query examples, at most 64; --eval_episodes: 5)."})
@@ -117,14 +117,14 @@ class TrainArguments:
     output_dir: str = field(default=None, metadata={"help": "Where results.json and model/ go."})
     overwrite_output_dir: bool = field(default=False)
     seed: int = field(default=42)
-    learning_rate: Optional[float] = field(default=None, metadata={"help": "Default 1e-3 for frozen, 1e-4 for partial (5e-5 with an objective that starts from an LP-FT head: " + _LP_FT + "), 5e-5 for full."})
+    learning_rate: Optional[float] = field(default=None, metadata={"help": "Default 1e-3 for frozen, 1e-4 for partial (5e-5 with an LP-FT head: the objectives " + _LP_FT + ", and speech and image encoders with loaded weights), 5e-5 for full."})
     head_learning_rate: Optional[float] = field(default=None, metadata={"help": "Head/adapter/discriminator lr (default: lr if frozen, 10x lr otherwise; an LP-FT head takes "
                                     "--learning_rate, the objective's own new parts such as a discriminator keep 10x)."})
     num_train_epochs: float = field(default=3.0)
     head_init: Optional[str] = field(default=None, metadata={"help": "partial/full with cross-entropy: 'probe' starts "
                            "the head from the linear probe on the pretrained embeddings (LP-FT, Kumar et al. 2022; head "
                            "lr = --learning_rate unless --head_learning_rate), 'random' from a random head (head lr "
-                           "10x). Default: probe, under partial and full, for the objectives whose target terms read the head's predictions from the first step or were measured so (" + _LP_FT + "), and for partial without an adapter; random for other full fine-tuning (erm, dann, mmd, ...), and behind the default partial adapter (see --adapter_dim)."})
+                           "10x). Default: probe, under partial and full, for the objectives whose target terms read the head's predictions from the first step or were measured so (" + _LP_FT + "), and for partial without an adapter; random for other full fine-tuning (erm, dann, mmd, ...), and behind the default partial adapter (see --adapter_dim). Speech and image encoders with loaded weights: probe under partial and full, whatever the objective (no default adapter)."})
     linear_probe: bool = field(default=True, metadata={"help": "--tuning frozen with plain cross-entropy and no adapter: "
                                "fit the head to convergence as a logistic regression (scikit-learn lbfgs; C chosen on "
                                "--validation_file when given, else by stratified 5-fold cross-validation on the "

@@ -129,6 +129,9 @@ def default_head_init(tuning: str, lp_ft: bool = False) -> str:
       With a random head, full self-training on Amazon kitchen -> books (seed 1, length 128,
       2 epochs) fell to 66.9 % against 79.3 % from the probe head and 77.0 % source-only
       (README, "Full fine-tuning with label-free adaptation").
+    - Speech and image backbones with loaded weights (``Backbone.lp_ft_head``): the probe under
+      partial and full tuning, whatever the objective (FSDD: README, "Speech and images"). From
+      random weights there are no features to keep, and the tuning's default applies.
     - Plain partial tuning (no adapter): the probe as well.
     - Full fine-tuning otherwise (ERM, and the feature-alignment terms DANN and MK-MMD, which
       read no predictions): a random head, as the transformers ``Trainer``. On Amazon
@@ -138,7 +141,8 @@ def default_head_init(tuning: str, lp_ft: bool = False) -> str:
     return "probe" if lp_ft or tuning != "full" else "random"
 
 
-def default_adapter_dim(spec: str, tuning: str, hidden_size: int, head_init: Optional[str] = None) -> int:
+def default_adapter_dim(spec: str, tuning: str, hidden_size: int, head_init: Optional[str] = None,
+                        lp_ft: bool = False) -> int:
     """``--adapter_dim`` when not given. Frozen: the objective's ``frozen_adapter_dim``.
     Partial, for a cross-entropy classifier with no target-data objective and no ``--head_init
     probe``: a ``hidden_size``-wide adapter (Linear + GELU) before a random head, the two-layer
@@ -149,10 +153,11 @@ def default_adapter_dim(spec: str, tuning: str, hidden_size: int, head_init: Opt
     feature-alignment terms (DANN, MK-MMD) take the same adapter, their discriminator or
     kernel reading its output (benchmarks/results/pilots_partial_dann_sorecipe.md); objectives
     with ``lp_ft_head`` keep the LP-FT head their partial rows were measured with (README,
-    "Alignment on a trainable encoder"). Otherwise 0 (the head sits on the pooled embedding)."""
+    "Alignment on a trainable encoder"), and so do backbones with ``lp_ft_head`` (``lp_ft``:
+    speech, image). Otherwise 0 (the head sits on the pooled embedding)."""
     if tuning == "frozen":
         return objectives.frozen_adapter_dim(spec)
-    if (tuning == "partial" and head_init != "probe" and not objectives.lp_ft_head(spec)
+    if (tuning == "partial" and head_init != "probe" and not lp_ft and not objectives.lp_ft_head(spec)
             and not objectives.replaces_cross_entropy(spec) and objectives.trains_classifier(spec)):
         return int(hidden_size)
     return 0
@@ -162,7 +167,8 @@ def default_learning_rate(tuning: str, cached: bool, lp_ft: bool = False) -> flo
     """``--learning_rate`` when not given: 1e-3 for a head over cached embeddings; 1e-4 for
     partial tuning (a few top layers plus the head, at batch 16: the Trainer's 5e-5 at batch 8
     makes 2.2x the updates; benchmarks/results/defaults.md), except for objectives with an LP-FT
-    head (``lp_ft``: self-training, CDAN, MCC, MLM, SimCSE), which keep the 5e-5 their partial
+    head (``lp_ft``: self-training, CDAN, MCC, MLM, SimCSE; any objective on a speech or image
+    encoder, ``Backbone.lp_ft_head``), which keep the 5e-5 their partial
     rows were measured with (at 1e-4 with the LP-FT head the reversed gradient of DANN cost 11
     points on kitchen -> books, README "Alignment on a trainable encoder"); 5e-5 for full
     fine-tuning (BERT's range, Devlin et al. 2019)."""
@@ -403,8 +409,10 @@ class Trainer:
             backbone.set_layerdrop(0.0)
         backbone.to(self.acc.device)
         inputs = {name: (self._encode(backbone, name) if cached else s.inputs) for name, s in self.splits.items()}
+        lp_ft = objectives.lp_ft_head(m.objective) or (bool(getattr(backbone, "lp_ft_head", False))
+                                                       and getattr(backbone, "pretrained_weights_loaded", True))
         adapter_dim = m.adapter_dim if m.adapter_dim is not None else default_adapter_dim(
-            m.objective, m.tuning, backbone.hidden_size, t.head_init)
+            m.objective, m.tuning, backbone.hidden_size, t.head_init, lp_ft)
         model = TltextModel.from_backbone(
             backbone, self.label2id, adapter_dim=adapter_dim, head_dropout=m.head_dropout, tuning=m.tuning,
             objective=m.objective, pooling=m.pooling, base_model=self.base_model,
@@ -417,7 +425,7 @@ class Trainer:
         setup = objectives.ObjectiveSetup(feature_dim=model.feature_dim, num_classes=len(self.label2id),
                                           tuning=m.tuning, modality=self.modality, args=m, model=model)
         objective = objectives.ObjectiveSet(m.objective, setup, m.da_weight, class_weights).to(self.acc.device)
-        lr = t.learning_rate or default_learning_rate(m.tuning, cached, objectives.lp_ft_head(m.objective))
+        lr = t.learning_rate or default_learning_rate(m.tuning, cached, lp_ft)
         if t.learning_rate is None and not cached and not getattr(backbone, "pretrained_weights_loaded", True):
             warnings.warn(f"no pretrained weights were loaded and no --learning_rate was given: the default {lr:g} is a "
                           "fine-tuning rate; training from random weights usually needs about 1e-3 (the FSDD and digits "
@@ -429,7 +437,7 @@ class Trainer:
         # the objective's own parts (a discriminator, an MLM head) start random: they keep the
         # random-head rate even when LP-FT lowers the classifier's to the encoder's
         objective_lr = head_lr
-        init = self._head_init_choice(m, model, objective)
+        init = self._head_init_choice(m, model, objective, lp_ft)
         if init is None and t.head_init is not None:  # warned here, inside train(): once, and kept in results.json
             warnings.warn(f"--head_init {t.head_init} is ignored: it chooses how a cross-entropy head starts on a "
                           f"trainable encoder (--tuning partial or full), and this run (--tuning {m.tuning} "
@@ -449,14 +457,13 @@ class Trainer:
                            objective_lr=objective_lr)
         return model, objective, plan, inputs
 
-    def _head_init_choice(self, m: ModelArguments, model, objective) -> Optional[str]:
-        """'probe' or 'random' (``--head_init``, else the tuning's default; always 'random' behind an
-        adapter) for the head that cross-entropy trains on top of a trainable encoder; None when
-        there is no such head."""
+    def _head_init_choice(self, m: ModelArguments, model, objective, lp_ft: bool) -> Optional[str]:
+        """'probe' or 'random' (``--head_init``, else the tuning's default, LP-FT when the objective
+        or the backbone asks for it: ``lp_ft``; always 'random' behind an adapter) for the head that
+        cross-entropy trains on top of a trainable encoder; None when there is no such head."""
         if not (m.tuning != "frozen" and objective.use_ce and objectives.trains_classifier(m.objective)):
             return None
-        return "random" if model.config.adapter_dim else (
-            self.t.head_init or default_head_init(m.tuning, objectives.lp_ft_head(m.objective)))
+        return "random" if model.config.adapter_dim else (self.t.head_init or default_head_init(m.tuning, lp_ft))
 
     def _init_head_from_probe(self, model, backbone) -> None:
         """LP-FT (Kumar et al., ICLR 2022): the head of a partial/full fine-tune starts as the

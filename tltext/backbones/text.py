@@ -102,6 +102,7 @@ def check_max_length(max_length: Optional[int], encoder: nn.Module, tokenizer: A
 class TextBackbone(Backbone):
     modality = "text"
     padding_invariant = True  # masked attention + masked pooling: pad tokens are never attended or pooled
+    lp_ft_head = False  # a random head (full) / the Trainer-like adapter (partial) measured better: Backbone.lp_ft_head
 
     def __init__(self, encoder: nn.Module, tokenizer, pooling: str = "mean", max_length: Optional[int] = None,
                  pretrained_weights_loaded: bool = True, unit_norm_embeddings: bool = False):
