@@ -84,6 +84,7 @@ def run_one(strategy: str, k: int, seed: int, extra: List[str], data_dir: str) -
             "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
             "train_steps": res["timing"].get("train_steps"), "n_train": res["num_examples"]["train"],
             "head": (res.get("training") or {}).get("head"), "flags": STRATEGIES[strategy] + extra,
+            "wise_ft_alpha": (res.get("training") or {}).get("wise_ft_alpha"),
             "loadavg_start": load0, "loadavg_end": os.getloadavg()[0],
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
@@ -142,7 +143,12 @@ def markdown(p: Dict[str, Any]) -> str:
               "(15 passes: 5 per epoch x 3 epochs, batch 64 = 16 classes x 4, tau 0.1, lr 5e-5) then a "
               "LogisticRegression head (C=1) on the tuned features: 87.0 % dev; the cosine-centroid head on the same "
               "features: 84.9 %; frozen MiniLM on the same dev rows: centroid 80.1 %, LogisticRegression 84.9 %. "
-              "The SetFit-pair loss (`--contrastive_loss pairs`) was not measured on BANKING77 in this session.",
+              "The SetFit-pair loss (`--contrastive_loss pairs`) was not measured on BANKING77 in this session. "
+              "Since 2026-12-01 the contrastive runs end with WiSE-FT (`--wise_ft_alpha`, default 0.5 for "
+              "contrastive: encoder weights = 0.5 pretrained + 0.5 tuned, the head refitted on them), chosen on the "
+              "same kind of development rows (20 other train rows per class, seed 0; "
+              "benchmarks/results/contrastive_heads.md: alpha 0.5 dev 85.6, 0.75 85.5, 1 (no WiSE-FT) 85.0, "
+              "K=10, seeds 1-3).",
               "", "Per tltext run:", "", "| strategy | K | seed | accuracy | train s | wall s | cpu s | steps | load avg |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(p["runs"], key=lambda r: (r["strategy"], -r["k"], r["seed"])):

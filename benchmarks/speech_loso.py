@@ -88,6 +88,52 @@ def markdown(per: Dict[str, Dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+STAGE2 = (("speech_da_random", "stage 1 from random weights"), ("speech_da_stage0", "stage 0 + stage 1"))
+
+
+def stage2_section() -> List[str]:
+    """Stage 2 (adaptation to the target speaker) after each stage 1, from
+    ``benchmarks/speech_da.py --name speech_da_random`` / ``--stage0_model ... --name speech_da_stage0``:
+    per target, the stage-1 model alone (seed 0) and stage 2 with each objective over the stage-2 seeds."""
+    lines: List[str] = []
+    for stem, label in STAGE2:
+        path = os.path.join(RESULTS, f"{stem}.json")
+        if not os.path.exists(path):
+            continue
+        p = json.load(open(path))
+        rows = p["summary"]
+        settings = list(dict.fromkeys(r["setting"] for r in rows))
+        targets = sorted({r["task"].split(" -> ")[1] for r in rows})
+        cell = {(r["task"].split(" -> ")[1], r["setting"]): r for r in rows}
+        lines += ["", f"## Stage 2 after {label} (`python benchmarks/speech_da.py --name {stem}`)", "",
+                  f"Stage 1: seed 0, once per target. Stage 2: {p['settings']['stage2_epochs']:g} epochs, partial "
+                  f"(top {p['settings']['stage2_unfreeze_top_k']} groups), lr {p['settings']['stage2_lr']:g}, "
+                  f"{p['settings']['stage2_max_train_samples']} seeded source clips, the target speaker's train "
+                  f"takes unlabelled, seeds {', '.join(map(str, p['settings']['seeds']))}; in brackets the "
+                  "difference to source-only (erm) paired by seed. Target accuracy (%), mean +- std.", "",
+                  "| target | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
+        means: Dict[str, List[float]] = {st: [] for st in settings}
+        for t in targets:
+            cells = []
+            for st in settings:
+                r = cell.get((t, st))
+                if r is None:
+                    cells.append("-")
+                    continue
+                means[st].append(100 * r["mean"])
+                d = r.get("delta_vs_source_only")
+                txt = f"{100 * r['mean']:.1f}" + (f" +- {100 * r['std']:.1f}" if r.get("std") is not None else "")
+                cells.append(txt + (f" ({100 * d['mean']:+.1f})" if d else ""))
+            lines.append(f"| {t} | " + " | ".join(cells) + " |")
+        lines.append("| **mean of targets** | " + " | ".join(
+            f"{statistics.mean(v):.1f}" if len(v) == len(targets) else "-" for v in means.values()) + " |")
+        walls = [r["wall_seconds"] for r in p["runs"] if r.get("stage") == 2]
+        if walls:
+            lines += ["", f"Stage-2 wall time: {min(walls):.0f}-{max(walls):.0f} s a run "
+                          f"(total of every run {p['total_wall_minutes_of_runs']:.1f} min, one torch thread)."]
+    return lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--prefix", default="speech_pretraining_long")
@@ -96,12 +142,13 @@ def main(argv=None) -> int:
     if not per:
         print(f"no {a.prefix}*.json in {RESULTS}", file=sys.stderr)
         return 1
-    for name, text in (("speech_loso.json", json.dumps(per, indent=1)), ("speech_loso.md", markdown(per))):
+    md = markdown(per) + "\n".join(stage2_section()) + "\n"
+    for name, text in (("speech_loso.json", json.dumps(per, indent=1)), ("speech_loso.md", md)):
         tmp = os.path.join(RESULTS, name + ".tmp")
         with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, os.path.join(RESULTS, name))
-    print(markdown(per))
+    print(md)
     return 0
 
 
