@@ -55,8 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--stage0_model", default=None,
                    help="a wav2vec 2.0 model pretrained without labels (recipes/audio_pretraining.py OUT/model): stage 1 "
                         "starts from it instead of random --model_config weights")
-    p.add_argument("--objectives", nargs="+", default=["erm", "dann", "mmd"],
-                   help="stage-2 objectives; erm (source-only) is the paired reference and is always run")
+    p.add_argument("--objectives", nargs="+", default=["dann", "mmd"],
+                   help="stage-2 objectives besides erm (source-only, the paired reference, always run); "
+                        "default: dann mmd")
     p.add_argument("--name", default="speech_da", help="results file stem under --results")
     p.add_argument("--stage1_epochs", type=float, default=8)
     p.add_argument("--stage1_lr", type=float, default=2e-3)
@@ -68,7 +69,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest for tiny on a busy CPU)")
     p.add_argument("--no_speech_commands", action="store_true")
     p.add_argument("--resume", action="store_true", help="reuse runs whose record.json exists")
-    p.add_argument("--report_only", action="store_true", help="rewrite speech_da.md from speech_da.json")
+    p.add_argument("--report_only", action="store_true", help="rewrite NAME.md from NAME.json (--name)")
     return p.parse_args(argv)
 
 
@@ -96,11 +97,16 @@ class Bench:
 
         out = self.work / name
         rec_path = out / "record.json"
-        if self.a.resume and rec_path.exists():
-            rec = json.loads(rec_path.read_text())
+        argv = argv + ["--output_dir", str(out), "--overwrite_output_dir", "--disable_tqdm", "--report", "False"]
+        old = json.loads(rec_path.read_text()) if self.a.resume and rec_path.exists() else None
+        if old is not None and old.get("command") != self.shown(argv):
+            print(f"[rerun] {name}: its record.json ran another command (--resume reuses a run only when the "
+                  f"command is the same)", flush=True)
+            old = None
+        if old is not None:
+            rec = old
             print(f"[reuse] {name}: test accuracy {rec['test_accuracy']:.4f}", flush=True)
         else:
-            argv = argv + ["--output_dir", str(out), "--overwrite_output_dir", "--disable_tqdm", "--report", "False"]
             print(f"[run] {name}\n  {self.shown(argv)}", flush=True)
             w0, c0 = time.perf_counter(), time.process_time()
             res = parse_and_run("speech", argv)
@@ -110,6 +116,8 @@ class Bench:
                    "test_f1": float(res["test"].get("f1", float("nan"))),
                    "source_val_accuracy": (float(res["validation"]["accuracy"]) if res.get("validation") else None),
                    "best_epoch": res.get("best_epoch"), "num_examples": res.get("num_examples"),
+                   "head_init": (res.get("training") or {}).get("head_init"),
+                   "learning_rates": {k: v for k, v in (res.get("training") or {}).items() if k.endswith("learning_rate")},
                    "warnings": res.get("warnings", []), "wall_seconds": wall, "cpu_seconds": cpu}
             rec_path.write_text(json.dumps(rec, indent=2))
             print(f"  -> test accuracy {rec['test_accuracy']:.4f}  ({wall:.0f} s wall, {cpu:.0f} s CPU)", flush=True)
@@ -228,7 +236,8 @@ def mfcc_rows(payload: Dict[str, Any]) -> List[str]:
 def markdown(payload: Dict[str, Any]) -> str:
     s = payload["settings"]
     lines = [
-        "# Speech domain adaptation (FSDD speakers, FSDD -> Speech Commands)", "",
+        "# Speech domain adaptation (FSDD speakers" + ("" if s.get("no_speech_commands") else ", FSDD -> Speech Commands")
+        + ")" + (f", stage 1 from {s['stage0_model']}" if s.get("stage0_model") else ""), "",
         f"Measured {payload['date']} on {payload['machine']['cpus']} shared CPU cores "
         f"(torch {payload['machine']['torch']}, {s['threads']} intra-op thread(s), load average "
         f"{payload['machine']['loadavg_start']:.1f} at the start); total {payload['total_wall_minutes']:.1f} wall minutes, "
@@ -259,7 +268,11 @@ def markdown(payload: Dict[str, Any]) -> str:
     lines += ["", "## Commands (from the repository root; one per setting, the first seed shown)", ""]
     for r in payload["summary"]:
         lines += [f"{r['task']}, {r['setting']}:", "", "```bash", r["command"], "```", ""]
-    lines += ["Regenerate everything: `nice -n 5 python benchmarks/speech_da.py` "
+    lines += ["Regenerate everything: `nice -n 5 python benchmarks/speech_da.py"
+              + "".join(f" --{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in s.items()
+                        if k in ("stage0_model", "targets", "objectives") and v)
+              + (" --no_speech_commands" if s.get("no_speech_commands") else "")
+              + (f" --name {payload.get('name')}" if payload.get("name", "speech_da") != "speech_da" else "") + "` "
               "(data: FSDD, CC BY-SA 4.0; Speech Commands v0.01, Warden 2018, CC BY 4.0)."]
     return "\n".join(lines) + "\n"
 
@@ -270,8 +283,12 @@ def main(argv=None) -> int:
     from benchmarks.common import run_payload, write_payload
 
     if a.report_only:
+        if not (Path(a.results) / f"{a.name}.json").exists():
+            print(f"error: --report_only: {Path(a.results) / f'{a.name}.json'} not found (--name, --results)", file=sys.stderr)
+            return 2
         payload = json.loads((Path(a.results) / f"{a.name}.json").read_text())
         payload["summary"] = summarise(payload["runs"])
+        payload.setdefault("name", a.name)
         write_payload(a.results, a.name, payload, markdown(payload))
         return 0
     import torch
@@ -282,6 +299,17 @@ def main(argv=None) -> int:
         if not os.path.exists(path) and not (path == b.sc and a.no_speech_commands):
             print(f"error: {path} not found (set --data or TLTEXT_DATA to the shared data folder)", file=sys.stderr)
             return 2
+    if a.stage0_model and not (Path(a.stage0_model) / "config.json").is_file():
+        print(f"error: --stage0_model {a.stage0_model}: not a model folder with a config.json "
+              "(recipes/audio_pretraining.py writes one in OUT/model)", file=sys.stderr)
+        return 2
+    from tltext import objectives
+
+    unknown = [o for o in a.objectives if o not in objectives.names()]
+    if unknown:
+        print(f"error: --objectives {' '.join(unknown)}: unknown; expected names from {', '.join(objectives.names())}",
+              file=sys.stderr)
+        return 2
     b.work.mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()[0]
     w0 = time.perf_counter()
@@ -292,6 +320,7 @@ def main(argv=None) -> int:
                           {k: v for k, v in vars(a).items() if k not in ("data", "work", "results", "resume", "name")},
                           load0, w0, b.records, summarise(b.records))
     payload["total_wall_minutes_of_runs"] = sum(r["wall_seconds"] for r in b.records) / 60
+    payload["name"] = a.name
     write_payload(a.results, a.name, payload, markdown(payload))
     return 0
 
