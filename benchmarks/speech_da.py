@@ -59,6 +59,8 @@ def parse_args(argv=None):
                    help="stage-2 objectives besides erm (source-only, the paired reference, always run); "
                         "default: dann mmd")
     p.add_argument("--name", default="speech_da", help="results file stem under --results")
+    p.add_argument("--speed_perturbation", type=float, nargs="+", default=None,
+                   help="passed to every stage-1 and stage-2 run (e.g. 0.9 1.0 1.1: speed perturbation, Ko et al. 2015)")
     p.add_argument("--stage1_epochs", type=float, default=8)
     p.add_argument("--stage1_lr", type=float, default=2e-3)
     p.add_argument("--stage2_epochs", type=float, default=3)
@@ -129,8 +131,9 @@ class Bench:
         return [f"--{flag}_file", self.fsdd, f"--{flag}_filter", f"speaker={','.join(speakers)};split={split}"]
 
     def common(self, label_column: str = "digit") -> List[str]:
+        aug = ["--speed_perturbation", *(f"{f:g}" for f in self.a.speed_perturbation)] if self.a.speed_perturbation else []
         return ["--audio_column", "path", "--label_column", label_column,
-                "--max_duration_seconds", f"{self.a.max_duration_seconds:g}", "--per_device_train_batch_size", "32"]
+                "--max_duration_seconds", f"{self.a.max_duration_seconds:g}", "--per_device_train_batch_size", "32", *aug]
 
     def stage1(self, target: str) -> Path:
         a = self.a
@@ -270,7 +273,7 @@ def markdown(payload: Dict[str, Any]) -> str:
         lines += [f"{r['task']}, {r['setting']}:", "", "```bash", r["command"], "```", ""]
     lines += ["Regenerate everything: `nice -n 5 python benchmarks/speech_da.py"
               + "".join(f" --{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in s.items()
-                        if k in ("stage0_model", "targets", "objectives") and v)
+                        if k in ("stage0_model", "targets", "objectives", "speed_perturbation") and v)
               + (" --no_speech_commands" if s.get("no_speech_commands") else "")
               + (f" --name {payload.get('name')}" if payload.get("name", "speech_da") != "speech_da" else "") + "` "
               "(data: FSDD, CC BY-SA 4.0; Speech Commands v0.01, Warden 2018, CC BY 4.0)."]
