@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Two-stage speech transfer on the Free Spoken Digit Dataset (FSDD), offline.
+# Speech transfer on the Free Spoken Digit Dataset (FSDD), offline, in three stages.
 #
-#   Stage 1  train a wav2vec2 from a preset (random weights, no checkpoint needed) on
-#            three FSDD speakers' official train takes (5-49), full tuning -> $OUT/model
+#   Stage 0  wav2vec 2.0 self-supervised pretraining of the preset from random weights on ALL
+#            FSDD clips (2,000, four speakers, labels ignored; STAGE0_EPOCHS, default 20,
+#            about 20 minutes on 2 CPU cores; 0 skips it)                       -> $OUT-stage0/model
+#            (beside $OUT: stage 1's --overwrite_output_dir empties $OUT)
+#   Stage 1  train that model (or, with STAGE0_EPOCHS=0, the preset from random weights) on
+#            three FSDD speakers' official train takes (5-49), full tuning      -> $OUT/model
 #   Stage 2  adapt that model to the fourth speaker ($TARGET): its train takes are the
 #            unlabelled target data, its test takes (0-4) the test set; erm (source-only),
 #            dann and mmd, partial tuning of the top 3 layer groups          -> $OUT/stage2/*
@@ -15,18 +19,20 @@
 #   bash recipes/configs/fsdd_two_stage.sh [OUT]                  # default OUT=runs/fsdd_two_stage
 #   TARGET=nicolas PRESET=small EPOCHS1=12 bash recipes/configs/fsdd_two_stage.sh runs/nicolas
 #   LAUNCH="accelerate launch" bash recipes/configs/fsdd_two_stage.sh   # multi-GPU / multi-process
-#   EPOCHS1=1 EPOCHS2=1 MAX_TRAIN=100 bash recipes/configs/fsdd_two_stage.sh /tmp/smoke   # ~2 CPU minutes
+#   STAGE0_EPOCHS=1 EPOCHS1=1 EPOCHS2=1 MAX_TRAIN=100 bash recipes/configs/fsdd_two_stage.sh /tmp/smoke   # a few CPU minutes
 #
 # Environment: DATA (folder with fsdd/ and speech_commands_mini/, default ../shared/data),
 # TARGET (george|jackson|nicolas|theo, default theo), PRESET (tiny|small or a wav2vec2
 # config.json), EPOCHS1 (stage 1, default 8), LR1 (2e-3), EPOCHS2 (stages 2-3, default 3),
 # LR2 (1e-3), TOP_K (partial tuning, 3), MAX_TRAIN (source clips per stage-2 run, 600),
-# SEED (stage 2-3, default 1), PYTHON, LAUNCH.
+# SEED (stage 2-3, default 1), STAGE0_EPOCHS (20; 0: no stage 0), SPEED (speed perturbation
+# factors for stages 1-3, default "0.9 1.0 1.1"; "" for none), PYTHON, LAUNCH.
 # With a pretrained checkpoint (online, or a local folder), replace `--model_config $PRESET`
 # in stage 1 by `--model_name_or_path facebook/wav2vec2-base --freeze_feature_encoder`.
 #
 # On a small shared CPU, `OMP_NUM_THREADS=1` is often faster for the tiny preset.
-# Measured results of this protocol (3 seeds, 2 targets): benchmarks/results/speech_da.md.
+# Measured results of this protocol (4 targets, 3 seeds): benchmarks/results/speech_loso.md
+# (`benchmarks/speech_da.py --stage0_model ... --speed_perturbation 0.9 1.0 1.1`).
 set -euo pipefail
 
 OUT=${1:-runs/fsdd_two_stage}
@@ -40,6 +46,8 @@ LR2=${LR2:-1e-3}
 TOP_K=${TOP_K:-3}
 MAX_TRAIN=${MAX_TRAIN:-600}
 SEED=${SEED:-1}
+STAGE0_EPOCHS=${STAGE0_EPOCHS:-20}
+SPEED=${SPEED-0.9 1.0 1.1}
 if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
 fi
@@ -60,19 +68,31 @@ WORDS=zero,one,two,three,four,five,six,seven,eight,nine
 RENAME=zero=0,one=1,two=2,three=3,four=4,five=5,six=6,seven=7,eight=8,nine=9
 
 COMMON=(--audio_column path --max_duration_seconds 1.0 --per_device_train_batch_size 32 --disable_tqdm)
+AUG=()
+[[ -n "$SPEED" ]] && read -r -a FACTORS <<< "$SPEED" && AUG=(--speed_perturbation "${FACTORS[@]}")
+INIT=(--model_config "$PRESET")
+if [[ "$STAGE0_EPOCHS" != "0" ]]; then
+  echo "== stage 0: wav2vec 2.0 pretraining of $PRESET on all FSDD clips, no labels -> $OUT-stage0/model"
+  $LAUNCH recipes/audio_pretraining.py --model_config "$PRESET" --train_file "$FSDD" --audio_column path \
+    --max_duration_seconds 1.0 --per_device_train_batch_size 32 --num_train_epochs "$STAGE0_EPOCHS" \
+    --learning_rate 2e-3 --gumbel_temperature_decay 0 --num_codevectors_per_group 64 --codevector_dim 64 \
+    --proj_codevector_dim 64 --mask_time_length 5 --num_negatives 50 --seed 0 --disable_tqdm \
+    --output_dir "$OUT-stage0" --overwrite_output_dir
+  INIT=(--model_name_or_path "$OUT-stage0/model")
+fi
 SOURCE=(--train_file "$FSDD" --train_filter "speaker=$SOURCES;split=train")
 STAGE2=(--model_name_or_path "$OUT/model" --tuning partial --unfreeze_top_k "$TOP_K"
         --num_train_epochs "$EPOCHS2" --learning_rate "$LR2" --max_train_samples "$MAX_TRAIN" --seed "$SEED")
 
-echo "== stage 1: $PRESET wav2vec2 from scratch on $SOURCES -> $OUT/model"
-$LAUNCH recipes/audio_classification.py --model_config "$PRESET" "${SOURCE[@]}" \
+echo "== stage 1: ${INIT[*]} on $SOURCES -> $OUT/model"
+$LAUNCH recipes/audio_classification.py "${INIT[@]}" "${SOURCE[@]}" "${AUG[@]}" \
   --test_file "$FSDD" --test_filter "speaker=$TARGET;split=test" --label_column digit "${COMMON[@]}" \
   --tuning full --objective erm --num_train_epochs "$EPOCHS1" --learning_rate "$LR1" --seed 0 \
   --output_dir "$OUT" --overwrite_output_dir
 
 for OBJ in erm dann mmd; do
   echo "== stage 2: $OBJ, FSDD $SOURCES -> $TARGET"
-  $LAUNCH recipes/audio_classification.py "${STAGE2[@]}" "${SOURCE[@]}" --label_column digit "${COMMON[@]}" \
+  $LAUNCH recipes/audio_classification.py "${STAGE2[@]}" "${SOURCE[@]}" "${AUG[@]}" --label_column digit "${COMMON[@]}" \
     --test_file "$FSDD" --test_filter "speaker=$TARGET;split=test" \
     --target_file "$FSDD" --target_filter "speaker=$TARGET;split=train" \
     --objective "$OBJ" --output_dir "$OUT/stage2/$TARGET-$OBJ" --overwrite_output_dir
@@ -80,7 +100,7 @@ done
 
 for OBJ in erm dann; do
   echo "== stage 3: $OBJ, FSDD $SOURCES (8 kHz) -> Speech Commands digits (16 kHz)"
-  $LAUNCH recipes/audio_classification.py "${STAGE2[@]}" "${SOURCE[@]}" --label_column digit,label "${COMMON[@]}" \
+  $LAUNCH recipes/audio_classification.py "${STAGE2[@]}" "${SOURCE[@]}" "${AUG[@]}" --label_column digit,label "${COMMON[@]}" \
     --test_file "$SC" --test_filter "label=$WORDS" --target_file "$SC" --target_filter "label=$WORDS" \
     --label_rename "$RENAME" --objective "$OBJ" --output_dir "$OUT/speech_commands/$OBJ" --overwrite_output_dir
 done
