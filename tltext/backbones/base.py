@@ -78,12 +78,13 @@ class Backbone(nn.Module):
     #: True when a trainable encoder of this family starts its cross-entropy head from the
     #: linear probe (LP-FT, Kumar et al., ICLR 2022) by default, under partial and full tuning,
     #: whatever the objective, when its weights were loaded (``pretrained_weights_loaded``; from
-    #: random weights there are no features to keep). Speech and image backbones: True. On FSDD (wav2vec 2.0 stage-0
-    #: model, stage 1 full, lr 2e-3, seed 0) a random head at 10x that rate scored 62 / 70 / 54 / 64 % on
-    #: george / jackson / nicolas / theo against 68 / 70 / 60 / 68 % from the probe (README, "Speech and images"). Text: False, where a
-    #: random head (full) or the Trainer-like adapter (partial) was measured better on Amazon
-    #: and SST-2 (``tltext.trainer.default_head_init``); objectives with ``lp_ft_head`` still
-    #: start from the probe there.
+    #: random weights there are no features to keep). Speech and image backbones: True. On FSDD
+    #: (wav2vec 2.0 stage-0 model, stage 1 full, lr 2e-3, seed 0) a random head at 10x that rate
+    #: scored 62 / 70 / 54 / 64 % on george / jackson / nicolas / theo against 68 / 70 / 60 / 68 %
+    #: from the probe (README, "Speech and images"). Text: False, where a random head (full) or
+    #: the Trainer-like adapter (partial) was measured better on Amazon and SST-2
+    #: (``tltext.trainer.default_head_init``); objectives with ``lp_ft_head`` still start from
+    #: the probe there.
     lp_ft_head: bool = True
 
     @property
