@@ -153,11 +153,13 @@ def default_adapter_dim(spec: str, tuning: str, hidden_size: int, head_init: Opt
     feature-alignment terms (DANN, MK-MMD) take the same adapter, their discriminator or
     kernel reading its output (benchmarks/results/pilots_partial_dann_sorecipe.md); objectives
     with ``lp_ft_head`` keep the LP-FT head their partial rows were measured with (README,
-    "Alignment on a trainable encoder"), and so do backbones with ``lp_ft_head`` (``lp_ft``:
-    speech, image). Otherwise 0 (the head sits on the pooled embedding)."""
+    "Alignment on a trainable encoder"), and so do backbones with ``lp_ft_head`` (speech,
+    image). ``lp_ft``: the run starts from the LP-FT head for either reason (the trainer's
+    one test, shared with ``default_head_init`` and ``default_learning_rate``). Otherwise 0
+    (the head sits on the pooled embedding)."""
     if tuning == "frozen":
         return objectives.frozen_adapter_dim(spec)
-    if (tuning == "partial" and head_init != "probe" and not lp_ft and not objectives.lp_ft_head(spec)
+    if (tuning == "partial" and head_init != "probe" and not lp_ft
             and not objectives.replaces_cross_entropy(spec) and objectives.trains_classifier(spec)):
         return int(hidden_size)
     return 0
