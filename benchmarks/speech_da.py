@@ -45,31 +45,44 @@ RECIPE = "recipes/audio_classification.py"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=os.environ.get("TLTEXT_DATA", str(ROOT.parent / "shared" / "data")))
-    p.add_argument("--work", default=str(ROOT / "runs" / "speech_da"))
-    p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
-    p.add_argument("--targets", nargs="+", default=["theo", "nicolas"], choices=SPEAKERS)
-    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    p.add_argument("--model_config", default="tiny")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=os.environ.get("TLTEXT_DATA", str(ROOT.parent / "shared" / "data")),
+                   help='folder holding fsdd/ and speech_commands_mini/ (env TLTEXT_DATA)')
+    p.add_argument("--work", default=str(ROOT / "runs" / "speech_da"),
+                   help='folder for the runs')
+    p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"),
+                   help='folder for NAME.json and NAME.md')
+    p.add_argument("--targets", nargs="+", default=["theo", "nicolas"], choices=SPEAKERS,
+                   help='target speakers (each: the other three are the source)')
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3],
+                   help='stage-2 seeds (stage 1 uses seed 0)')
+    p.add_argument("--model_config", default="tiny",
+                   help='wav2vec2 preset of stage 1 without --stage0_model')
     p.add_argument("--stage0_model", default=None,
                    help="a wav2vec 2.0 model pretrained without labels (recipes/audio_pretraining.py OUT/model): stage 1 "
                         "starts from it instead of random --model_config weights")
     p.add_argument("--objectives", nargs="+", default=["dann", "mmd"],
-                   help="stage-2 objectives besides erm (source-only, the paired reference, always run); "
-                        "default: dann mmd")
+                   help="stage-2 objectives besides erm (source-only, the paired reference, always run)")
     p.add_argument("--name", default="speech_da", help="results file stem under --results")
     p.add_argument("--speed_perturbation", type=float, nargs="+", default=None,
                    help="passed to every stage-1 and stage-2 run (e.g. 0.9 1.0 1.1: speed perturbation, Ko et al. 2015)")
-    p.add_argument("--stage1_epochs", type=float, default=8)
-    p.add_argument("--stage1_lr", type=float, default=2e-3)
-    p.add_argument("--stage2_epochs", type=float, default=3)
-    p.add_argument("--stage2_lr", type=float, default=1e-3)
-    p.add_argument("--stage2_unfreeze_top_k", type=int, default=3)
-    p.add_argument("--stage2_max_train_samples", type=int, default=600)
-    p.add_argument("--max_duration_seconds", type=float, default=1.0)
+    p.add_argument("--stage1_epochs", type=float, default=8,
+                   help='stage-1 epochs (full tuning, erm)')
+    p.add_argument("--stage1_lr", type=float, default=2e-3,
+                   help='stage-1 learning rate')
+    p.add_argument("--stage2_epochs", type=float, default=3,
+                   help='stage-2 epochs')
+    p.add_argument("--stage2_lr", type=float, default=1e-3,
+                   help='stage-2 learning rate')
+    p.add_argument("--stage2_unfreeze_top_k", type=int, default=3,
+                   help='stage-2 partial tuning: top layer groups trained')
+    p.add_argument("--stage2_max_train_samples", type=int, default=600,
+                   help='source clips per stage-2 run')
+    p.add_argument("--max_duration_seconds", type=float, default=1.0,
+                   help='clip crop length, seconds')
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest for tiny on a busy CPU)")
-    p.add_argument("--no_speech_commands", action="store_true")
+    p.add_argument("--no_speech_commands", action="store_true",
+                   help='skip the FSDD -> Speech Commands rows')
     p.add_argument("--resume", action="store_true", help="reuse runs whose record.json exists")
     p.add_argument("--report_only", action="store_true", help="rewrite NAME.md from NAME.json (--name)")
     return p.parse_args(argv)

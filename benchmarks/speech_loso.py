@@ -136,7 +136,7 @@ def stage2_section() -> List[str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--prefix", default="speech_pretraining_long")
     a = p.parse_args(argv)
     per = collect(a.prefix)

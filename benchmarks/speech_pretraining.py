@@ -33,24 +33,37 @@ from typing import Any, Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEAKERS = ("george", "jackson", "nicolas", "theo")
+STAGE0_ARGS = ROOT / "recipes" / "configs" / "fsdd_stage0.args"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=os.environ.get("TLTEXT_DATA", str(ROOT.parent / "shared" / "data")))
-    p.add_argument("--work", default=str(ROOT / "runs" / "speech_pretraining"))
-    p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
-    p.add_argument("--target", default="theo", choices=SPEAKERS)
-    p.add_argument("--model_config", default="tiny")
-    p.add_argument("--stage0_epochs", type=float, default=6)
-    p.add_argument("--stage0_lr", type=float, default=2e-3)
-    p.add_argument("--stage0_mask_time_length", type=int, default=5)
-    p.add_argument("--stage0_num_negatives", type=int, default=50)
-    p.add_argument("--stage1_epochs", type=float, default=8)
-    p.add_argument("--stage1_lr", type=float, default=2e-3)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=os.environ.get("TLTEXT_DATA", str(ROOT.parent / "shared" / "data")),
+                   help='folder holding fsdd/ (env TLTEXT_DATA)')
+    p.add_argument("--work", default=str(ROOT / "runs" / "speech_pretraining"),
+                   help='folder for the runs (stage 0 in WORK/stage0)')
+    p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"),
+                   help='folder for NAME.json and NAME.md')
+    p.add_argument("--target", default="theo", choices=SPEAKERS,
+                   help='stage-1 target speaker (the other three are the source)')
+    p.add_argument("--model_config", default="tiny",
+                   help='wav2vec2 preset pretrained from random weights')
+    p.add_argument("--stage0_epochs", type=float, default=6,
+                   help='stage-0 (self-supervised) epochs over the 2,000 clips')
+    p.add_argument("--stage0_lr", type=float, default=None,
+                   help='stage-0 learning rate; None: the value in recipes/configs/fsdd_stage0.args')
+    p.add_argument("--stage0_mask_time_length", type=int, default=None,
+                   help='stage-0 masked span, frames (20 ms each); None: the value in recipes/configs/fsdd_stage0.args')
+    p.add_argument("--stage0_num_negatives", type=int, default=None,
+                   help='stage-0 distractors per masked frame; None: the value in recipes/configs/fsdd_stage0.args')
+    p.add_argument("--stage1_epochs", type=float, default=8,
+                   help='stage-1 epochs (full tuning, erm)')
+    p.add_argument("--stage1_lr", type=float, default=2e-3,
+                   help='stage-1 learning rate')
     p.add_argument("--seed", type=int, default=0, help="stage-1 seed (stage 0 always uses seed 0)")
     p.add_argument("--name", default="speech_pretraining", help="results file stem under --results")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse runs whose record.json exists")
     return p.parse_args(argv)
 
 
@@ -74,18 +87,27 @@ def _timed(name: str, out: Path, script: str, argv: List[str], call, a, resume: 
     return rec
 
 
+def stage0_flags(path: Path = STAGE0_ARGS) -> List[str]:
+    """The stage-0 pretraining flags of ``recipes/configs/fsdd_stage0.args`` ('#' lines are comments)."""
+    return [w for line in path.read_text().splitlines() if not line.lstrip().startswith("#") for w in line.split()]
+
+
+def stage0_argv(a, fsdd: str, out: Path) -> List[str]:
+    """``recipes/audio_pretraining.py`` arguments of stage 0: the args file, then this script's overrides."""
+    overrides = [("--learning_rate", a.stage0_lr), ("--mask_time_length", a.stage0_mask_time_length),
+                 ("--num_negatives", a.stage0_num_negatives)]
+    return ["--model_config", a.model_config, "--train_file", fsdd, "--audio_column", "path", "--label_column", "digit",
+            *stage0_flags(), "--num_train_epochs", f"{a.stage0_epochs:g}",
+            *[x for flag, v in overrides if v is not None for x in (flag, f"{v:g}")],
+            "--seed", "0", "--logging_steps", "10", "--output_dir", str(out), "--overwrite_output_dir", "--disable_tqdm"]
+
+
 def stage0(a, fsdd: str) -> Dict[str, Any]:
     spec = importlib.util.spec_from_file_location("audio_pretraining", ROOT / "recipes" / "audio_pretraining.py")
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
     out = Path(a.work).resolve() / "stage0"
-    argv = ["--model_config", a.model_config, "--train_file", fsdd, "--audio_column", "path", "--label_column", "digit",
-            "--max_duration_seconds", "1.0", "--per_device_train_batch_size", "32",
-            "--num_train_epochs", f"{a.stage0_epochs:g}", "--learning_rate", f"{a.stage0_lr:g}",
-            "--gumbel_temperature_decay", "0", "--num_codevectors_per_group", "64", "--codevector_dim", "64",
-            "--proj_codevector_dim", "64", "--mask_time_length", str(a.stage0_mask_time_length),
-            "--num_negatives", str(a.stage0_num_negatives), "--seed", "0", "--logging_steps", "10", "--output_dir", str(out),
-            "--overwrite_output_dir", "--disable_tqdm"]
+    argv = stage0_argv(a, fsdd, out)
 
     def call(argv):
         m, d, t = recipe_parser(recipe).parse_args_into_dataclasses(args=argv)

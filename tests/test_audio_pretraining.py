@@ -249,3 +249,41 @@ def test_labelled_objective_is_refused(tmp_path, data_dir, capsys):
             "--audio_column", "path", "--output_dir", str(tmp_path / "out")]
     assert _recipe().main(argv) == 2
     assert "--objective erm: pretraining uses no labels" in capsys.readouterr().err
+
+
+def _stage0_pairs():
+    """(flag, value) pairs of recipes/configs/fsdd_stage0.args."""
+    spec = importlib.util.spec_from_file_location("speech_pretraining", ROOT / "benchmarks" / "speech_pretraining.py")
+    sp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sp)
+    words = sp.stage0_flags()
+    assert words and all(w.startswith("--") for w in words[0::2]), words
+    return sp, list(zip(words[0::2], words[1::2]))
+
+
+def test_stage0_flags_live_in_one_file_read_by_the_benchmark_and_the_shell_config(data_dir, tmp_path):
+    import subprocess
+
+    sp, pairs = _stage0_pairs()
+    recipe = _recipe()
+    fsdd = str(data_dir / "fsdd" / "manifest.csv")
+
+    def parsed(argv):
+        m, d, t = sp.recipe_parser(recipe).parse_args_into_dataclasses(args=sp.stage0_argv(sp.parse_args(argv), fsdd, tmp_path))
+        return lambda name: next(getattr(x, name) for x in (m, d, t) if hasattr(x, name))
+
+    get = parsed(["--stage0_epochs", "3"])
+    for flag, value in pairs:  # every file value reaches the recipe's dataclasses
+        assert float(get(flag[2:])) == float(value), flag
+    assert get("num_train_epochs") == 3
+    get = parsed(["--stage0_lr", "1e-3", "--stage0_num_negatives", "20"])  # the benchmark's overrides win
+    assert (get("learning_rate"), get("num_negatives")) == (1e-3, 20)
+    assert get("mask_time_length") == int(dict(pairs)["--mask_time_length"])
+
+    import os
+
+    env = {**os.environ, "LAUNCH": "echo", "DATA": str(data_dir)}
+    out = subprocess.run(["bash", "recipes/configs/fsdd_two_stage.sh", str(tmp_path / "run")], cwd=ROOT, env=env,
+                         capture_output=True, text=True).stdout  # fails later: echo trains nothing
+    line = next(x for x in out.splitlines() if x.startswith("recipes/audio_pretraining.py"))
+    assert " ".join(f"{f} {v}" for f, v in pairs) in line, line

@@ -73,10 +73,9 @@ AUG=()
 INIT=(--model_config "$PRESET")
 if [[ "$STAGE0_EPOCHS" != "0" ]]; then
   echo "== stage 0: wav2vec 2.0 pretraining of $PRESET on all FSDD clips, no labels -> $OUT-stage0/model"
+  read -r -a STAGE0 <<< "$(grep -v '^[[:space:]]*#' "$(dirname "$0")/fsdd_stage0.args" | tr '\n' ' ')"
   $LAUNCH recipes/audio_pretraining.py --model_config "$PRESET" --train_file "$FSDD" --audio_column path \
-    --max_duration_seconds 1.0 --per_device_train_batch_size 32 --num_train_epochs "$STAGE0_EPOCHS" \
-    --learning_rate 2e-3 --gumbel_temperature_decay 0 --num_codevectors_per_group 64 --codevector_dim 64 \
-    --proj_codevector_dim 64 --mask_time_length 5 --num_negatives 50 --seed 0 --disable_tqdm \
+    "${STAGE0[@]}" --num_train_epochs "$STAGE0_EPOCHS" --seed 0 --disable_tqdm \
     --output_dir "$OUT-stage0" --overwrite_output_dir
   INIT=(--model_name_or_path "$OUT-stage0/model")
 fi
