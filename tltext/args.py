@@ -59,7 +59,7 @@ class ModelArguments:
     contrastive_temperature: float = field(default=0.1, metadata={"help": "contrastive supcon: temperature tau of the similarities."})
     contrastive_iterations: Optional[int] = field(default=None, metadata={"help": "contrastive: per epoch, pairs: R positive and R "
                                         "negative pairs per example (SetFit's num_iterations, default 20); supcon: passes over the "
-                                        "training set (default 5)."})
+                                        "training set (default 3)."})
     contrastive_batch_size: Optional[int] = field(default=None, metadata={"help": "contrastive: texts per step (pairs: 2 per pair, "
                                         "default 32 = SetFit's 16 pairs; supcon: default 64 = 16 classes x 4)."})
     contrastive_head: str = field(default="logreg", metadata={"help": "contrastive: head fitted on the tuned training features: "
