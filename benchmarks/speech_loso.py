@@ -137,7 +137,8 @@ def stage2_section() -> List[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--prefix", default="speech_pretraining_long")
+    p.add_argument("--prefix", default="speech_pretraining_long",
+                   help="stem of the speech_pretraining.py results (PREFIX*.json) under benchmarks/results")
     a = p.parse_args(argv)
     per = collect(a.prefix)
     if not per:

@@ -37,9 +37,12 @@ N_MFCC = 40
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=os.environ.get("TLTEXT_DATA", str(ROOT.parent / "shared" / "data")))
-    p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
-    p.add_argument("--targets", nargs="+", default=list(SPEAKERS), choices=SPEAKERS)
+    p.add_argument("--data", default=os.environ.get("TLTEXT_DATA", str(ROOT.parent / "shared" / "data")),
+                   help='folder holding fsdd/ (env TLTEXT_DATA)')
+    p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"),
+                   help='folder for speech_mfcc.json and .md')
+    p.add_argument("--targets", nargs="+", default=list(SPEAKERS), choices=SPEAKERS,
+                   help='target speakers (each: trained on the other three)')
     return p.parse_args(argv)
 
 

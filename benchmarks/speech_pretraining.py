@@ -5,10 +5,9 @@ Protocol (one seed, short CPU runs, every run through the recipes' code paths):
 
 * Stage 0: ``recipes/audio_pretraining.py`` on ALL FSDD clips of the four speakers (2000, no
   labels; this includes the target speaker's audio, as unlabelled pretraining data usually would),
-  wav2vec2 ``tiny`` preset from random weights, masking p 0.65 (the paper's) with spans of 5 frames
-  (100 ms; FSDD digits last 0.3-0.9 s, the paper's 10-frame spans are 200 ms) and 50 distractors,
-  a codebook scaled to the tiny encoder (2 groups x 64 entries, 64-dim codes and contrastive
-  space), Gumbel temperature 2 -> 0.5 over the run (progress-based), lr 2e-3, 1.0 s crops.
+  wav2vec2 ``tiny`` preset from random weights, masking p 0.65 (the paper's), with the flags of
+  ``recipes/configs/fsdd_stage0.args`` (its comments give the reasons; this script's --stage0_*
+  options override three of them; the commands below are what ran).
 * Stage 1 (as in ``benchmarks/speech_da.py``): full tuning, objective erm, on the official train
   takes (5-49) of the three speakers other than the target, 10 % held out (source validation),
   scored on the target's test takes (0-4, 50 clips): once from random weights (``--model_config
@@ -37,25 +36,26 @@ STAGE0_ARGS = ROOT / "recipes" / "configs" / "fsdd_stage0.args"
 
 
 def parse_args(argv=None):
+    file = dict(zip(*[iter(stage0_flags())] * 2))  # flag -> value of the stage-0 args file
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default=os.environ.get("TLTEXT_DATA", str(ROOT.parent / "shared" / "data")),
                    help='folder holding fsdd/ (env TLTEXT_DATA)')
     p.add_argument("--work", default=str(ROOT / "runs" / "speech_pretraining"),
                    help='folder for the runs (stage 0 in WORK/stage0)')
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"),
-                   help='folder for NAME.json and NAME.md')
+                   help='folder for NAME.json and NAME.md; the MFCC row is read from its speech_mfcc.json')
     p.add_argument("--target", default="theo", choices=SPEAKERS,
                    help='stage-1 target speaker (the other three are the source)')
     p.add_argument("--model_config", default="tiny",
                    help='wav2vec2 preset pretrained from random weights')
     p.add_argument("--stage0_epochs", type=float, default=6,
                    help='stage-0 (self-supervised) epochs over the 2,000 clips')
-    p.add_argument("--stage0_lr", type=float, default=None,
-                   help='stage-0 learning rate; None: the value in recipes/configs/fsdd_stage0.args')
-    p.add_argument("--stage0_mask_time_length", type=int, default=None,
-                   help='stage-0 masked span, frames (20 ms each); None: the value in recipes/configs/fsdd_stage0.args')
-    p.add_argument("--stage0_num_negatives", type=int, default=None,
-                   help='stage-0 distractors per masked frame; None: the value in recipes/configs/fsdd_stage0.args')
+    p.add_argument("--stage0_lr", type=float, default=float(file["--learning_rate"]),
+                   help='stage-0 learning rate; the default is read from recipes/configs/fsdd_stage0.args')
+    p.add_argument("--stage0_mask_time_length", type=int, default=int(file["--mask_time_length"]),
+                   help='stage-0 masked span, frames (20 ms each); the default is read from recipes/configs/fsdd_stage0.args')
+    p.add_argument("--stage0_num_negatives", type=int, default=int(file["--num_negatives"]),
+                   help='stage-0 distractors per masked frame; the default is read from recipes/configs/fsdd_stage0.args')
     p.add_argument("--stage1_epochs", type=float, default=8,
                    help='stage-1 epochs (full tuning, erm)')
     p.add_argument("--stage1_lr", type=float, default=2e-3,
@@ -88,17 +88,23 @@ def _timed(name: str, out: Path, script: str, argv: List[str], call, a, resume: 
 
 
 def stage0_flags(path: Path = STAGE0_ARGS) -> List[str]:
-    """The stage-0 pretraining flags of ``recipes/configs/fsdd_stage0.args`` ('#' lines are comments)."""
-    return [w for line in path.read_text().splitlines() if not line.lstrip().startswith("#") for w in line.split()]
+    """The stage-0 pretraining flags of ``recipes/configs/fsdd_stage0.args`` ('#' lines are comments),
+    as ``[--flag, value, ...]``; ValueError naming the file when it holds no such pairs."""
+    words = [w for line in path.read_text().splitlines() if not line.lstrip().startswith("#") for w in line.split()]
+    if not words or len(words) % 2 or not all(w.startswith("--") for w in words[0::2]):
+        raise ValueError(f"{path}: expected '--flag value' lines (and '#' comments); got {words!r}")
+    return words
 
 
 def stage0_argv(a, fsdd: str, out: Path) -> List[str]:
     """``recipes/audio_pretraining.py`` arguments of stage 0: the args file, then this script's overrides."""
+    flags = stage0_flags()
+    file = dict(zip(flags[0::2], flags[1::2]))
     overrides = [("--learning_rate", a.stage0_lr), ("--mask_time_length", a.stage0_mask_time_length),
                  ("--num_negatives", a.stage0_num_negatives)]
     return ["--model_config", a.model_config, "--train_file", fsdd, "--audio_column", "path", "--label_column", "digit",
-            *stage0_flags(), "--num_train_epochs", f"{a.stage0_epochs:g}",
-            *[x for flag, v in overrides if v is not None for x in (flag, f"{v:g}")],
+            *flags, "--num_train_epochs", f"{a.stage0_epochs:g}",
+            *[x for flag, v in overrides if float(v) != float(file[flag]) for x in (flag, f"{v:g}")],
             "--seed", "0", "--logging_steps", "10", "--output_dir", str(out), "--overwrite_output_dir", "--disable_tqdm"]
 
 

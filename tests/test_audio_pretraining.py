@@ -287,3 +287,20 @@ def test_stage0_flags_live_in_one_file_read_by_the_benchmark_and_the_shell_confi
                          capture_output=True, text=True).stdout  # fails later: echo trains nothing
     line = next(x for x in out.splitlines() if x.startswith("recipes/audio_pretraining.py"))
     assert " ".join(f"{f} {v}" for f, v in pairs) in line, line
+    elsewhere = subprocess.run(["bash", str(ROOT / "recipes/configs/fsdd_two_stage.sh"), str(tmp_path / "run")],
+                               cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert elsewhere.returncode == 2 and "run from the repository root" in elsewhere.stderr, elsewhere.stderr
+
+
+def test_stage0_settings_record_the_values_used(tmp_path):
+    sp, pairs = _stage0_pairs()
+    a = sp.parse_args([])  # the defaults are the file's values, so results.json records what ran
+    assert (a.stage0_lr, a.stage0_mask_time_length, a.stage0_num_negatives) == (
+        float(dict(pairs)["--learning_rate"]), int(dict(pairs)["--mask_time_length"]), int(dict(pairs)["--num_negatives"]))
+    stored = json.loads((ROOT / "benchmarks" / "results" / "speech_pretraining.json").read_text())
+    stored["settings"].update({k: v for k, v in vars(a).items() if k.startswith("stage0")})
+    assert f"ln {a.stage0_num_negatives + 1} = " in sp.markdown(stored)  # chance level of L_m reads the setting
+    bad = tmp_path / "bad.args"
+    bad.write_text("# only comments\n")
+    with pytest.raises(ValueError, match="bad.args: expected '--flag value' lines"):
+        sp.stage0_flags(bad)

@@ -23,7 +23,7 @@
 #
 # Environment: DATA (folder with fsdd/ and speech_commands_mini/, default ../shared/data),
 # TARGET (george|jackson|nicolas|theo, default theo), PRESET (tiny|small or a wav2vec2
-# config.json), EPOCHS1 (stage 1, default 8), LR1 (2e-3), EPOCHS2 (stages 2-3, default 3),
+# config.json; stage 0's codebook flags in recipes/configs/fsdd_stage0.args are sized for tiny), EPOCHS1 (stage 1, default 8), LR1 (2e-3), EPOCHS2 (stages 2-3, default 3),
 # LR2 (1e-3), TOP_K (partial tuning, 3), MAX_TRAIN (source clips per stage-2 run, 600),
 # SEED (stage 2-3, default 1), STAGE0_EPOCHS (20; 0: no stage 0), SPEED (speed perturbation
 # factors for stages 1-3, default "0.9 1.0 1.1"; "" for none), PYTHON, LAUNCH.
@@ -54,6 +54,9 @@ fi
 LAUNCH=${LAUNCH:-$PYTHON}
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 
+[[ -f recipes/audio_classification.py ]] || { echo "error: run from the repository root (recipes/ not found in $(pwd))" >&2; exit 2; }
+STAGE0_ARGS=recipes/configs/fsdd_stage0.args  # the stage-0 flags (one copy, shared with benchmarks/speech_pretraining.py)
+[[ -f "$STAGE0_ARGS" ]] || { echo "error: $STAGE0_ARGS not found" >&2; exit 2; }
 FSDD=$DATA/fsdd/manifest.csv
 SC=$DATA/speech_commands_mini/manifest.csv
 for f in "$FSDD" "$SC"; do
@@ -73,7 +76,8 @@ AUG=()
 INIT=(--model_config "$PRESET")
 if [[ "$STAGE0_EPOCHS" != "0" ]]; then
   echo "== stage 0: wav2vec 2.0 pretraining of $PRESET on all FSDD clips, no labels -> $OUT-stage0/model"
-  read -r -a STAGE0 <<< "$(grep -v '^[[:space:]]*#' "$(dirname "$0")/fsdd_stage0.args" | tr '\n' ' ')"
+  read -r -a STAGE0 <<< "$(grep -v '^[[:space:]]*#' "$STAGE0_ARGS" | tr '\n' ' ')"
+  (( ${#STAGE0[@]} )) || { echo "error: $STAGE0_ARGS holds no flags (expected '--flag value' lines)" >&2; exit 2; }
   $LAUNCH recipes/audio_pretraining.py --model_config "$PRESET" --train_file "$FSDD" --audio_column path \
     "${STAGE0[@]}" --num_train_epochs "$STAGE0_EPOCHS" --seed 0 --disable_tqdm \
     --output_dir "$OUT-stage0" --overwrite_output_dir
