@@ -100,6 +100,8 @@ def one_run(k: int, seed: int, a, data) -> Dict[str, Any]:
             "--test_file", te_path, "--shots_per_class", str(k), "--seed", str(seed), "--objective", "contrastive",
             "--tuning", "full", "--wise_ft_alpha", "1", "--output_dir", out, "--disable_tqdm", "--report", "False",
             "--overwrite_output_dir"]
+    if a.contrastive_iterations is not None:
+        argv += ["--contrastive_iterations", str(a.contrastive_iterations)]
     t0 = time.perf_counter()
     if not os.path.isfile(os.path.join(out, "results.json")) or a.force:
         with open(out + ".log", "w") as log:
@@ -155,6 +157,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--dev_per_class", type=int, default=20)
     ap.add_argument("--dev_seed", type=int, default=0)
+    ap.add_argument("--contrastive_iterations", type=int, default=None,
+                    help="passed to the recipe (supcon passes per epoch; default: the objective's). Runs already in "
+                         "--work_dir are reused as they are: give each setting its own --work_dir")
     ap.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.75, 0.5],
                     help="WiSE-FT mixing weights to evaluate besides the tuned encoder (1)")
     ap.add_argument("--data_dir", default=os.environ.get("TLTEXT_DATA", os.path.join(ROOT, "..", "shared", "data")))
@@ -176,8 +181,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             summary.append({"head": h, "k": k, "n": len(rk), "dev_mean": statistics.mean(dev), "dev_std": sd(dev),
                             "test_mean": statistics.mean(test), "test_std": sd(test)})
     payload = {"benchmark": "contrastive_heads",
-               "protocol": (f"BANKING77, all-MiniLM-L6-v2, `--objective contrastive --tuning full --wise_ft_alpha 1` "
-                            f"(otherwise default flags; runs trained before WiSE-FT existed are the same) on the K-shot "
+               "protocol": ("BANKING77, all-MiniLM-L6-v2, `--objective contrastive --tuning full --wise_ft_alpha 1"
+                            + (f" --contrastive_iterations {a.contrastive_iterations}" if a.contrastive_iterations else "")
+                            + "` (otherwise default flags; runs trained before WiSE-FT existed are the same) on the K-shot "
                             f"support set (seeds {a.seeds}); heads fitted on the tuned support features, and after WiSE-FT "
                             f"at alphas {[x for x in a.alphas if x != 1.0]} (encoder = (1 - a) pretrained + a tuned); "
                             f"dev = {a.dev_per_class} other train rows per class (seed {a.dev_seed}), test = the "
