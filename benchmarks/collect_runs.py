@@ -36,16 +36,29 @@ def _defaults() -> Dict[str, Any]:
     return out
 
 
+RECIPES = {"text": "text_classification.py", "speech": "audio_classification.py", "image": "image_classification.py"}
+
+
+def _value(key: str, v: Any) -> str:
+    """A flag's value as typed on the command line (files by name, lists space-separated)."""
+    if key.endswith("_file"):
+        return os.path.basename(str(v))
+    if isinstance(v, str) and v.startswith(ROOT + os.sep):  # a path inside the repository: relative to it
+        return os.path.relpath(v, ROOT)
+    return " ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+
 def row(path: str, defaults: Dict[str, Any]) -> Dict[str, Any]:
     r = json.load(open(os.path.join(path, "results.json")))
     a, t = r.get("args", {}), r.get("training", {})
     keys = [k for k in SHOWN if k in a] + sorted(k for k in a if k not in SHOWN and k not in NOT_SHOWN)
-    flags = " ".join(f"--{k} {os.path.basename(str(a[k])) if k.endswith('_file') else a[k]}" for k in keys
+    flags = " ".join(f"--{k} {_value(k, a[k])}" for k in keys
                      if a[k] is not None and (k.endswith("_file") or a[k] != defaults.get(k)))
     name = os.path.basename(os.path.normpath(path))
     if name == "run":  # benchmarks/defaults.py layout: SIDE-TASK-TUNING-sSEED/run
         name = os.path.basename(os.path.dirname(os.path.normpath(path)))
-    return {"run": name, "test_accuracy": r["test"]["accuracy"],
+    return {"run": name, "path": os.path.normpath(path), "recipe": RECIPES.get(r.get("modality", "text"), "?"),
+            "test_accuracy": r["test"]["accuracy"],
             "validation_accuracy": (r.get("validation") or {}).get("accuracy"),
             "train_seconds": r["timing"]["train_seconds"], "precision": t.get("precision"),
             "learning_rates": {k: t[k] for k in ("learning_rate", "head_learning_rate", "objective_learning_rate") if k in t},
@@ -60,6 +73,10 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     d = _defaults()
     rows: List[Dict[str, Any]] = [row(x, d) for x in a.runs if os.path.exists(os.path.join(x, "results.json"))]
+    names = [r["run"] for r in rows]
+    for r in rows:  # the same folder name under different parents: name the parent too
+        if names.count(r["run"]) > 1:
+            r["run"] = os.path.join(os.path.basename(os.path.dirname(r["path"])), r["run"])
     md = [f"# {a.title}", "", "| run | test acc. (%) | val. acc. (%) | train s | lr / head / objective parts | flags |",
           "|---|---|---|---|---|---|"]
     for r in rows:
@@ -67,8 +84,10 @@ def main(argv=None) -> int:
         val = "-" if r["validation_accuracy"] is None else f"{100 * r['validation_accuracy']:.2f}"
         md.append(f"| {r['run']} | {100 * r['test_accuracy']:.2f} | {val} | {r['train_seconds']:.0f} | {lr} | "
                   f"`{r['flags']}` |")
-    md += ["", "Each run: `python recipes/text_classification.py` with the flags shown (files under ../shared/data; "
-               "`--disable_tqdm --report False --save_model False`), one torch thread, on a shared 2-core CPU. "
+    recipes = ", ".join(f"`python recipes/{x}`" for x in dict.fromkeys(r["recipe"] for r in rows))
+    md += ["", f"Each run: {recipes} with the flags shown (files under ../shared/data; flags that only set where and how "
+               "a run reports, such as --output_dir, --disable_tqdm, --report, --save_model, are left out), one torch "
+               "thread, on a shared 2-core CPU. "
                f"Written by `python benchmarks/collect_runs.py --name {a.name}`."]
     out = os.path.join(ROOT, "benchmarks", "results", a.name)
     for ext, text in ((".json", json.dumps({"title": a.title, "runs": rows}, indent=1)), (".md", "\n".join(md) + "\n")):
