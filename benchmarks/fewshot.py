@@ -148,7 +148,10 @@ def markdown(p: Dict[str, Any]) -> str:
               "contrastive: encoder weights = 0.5 pretrained + 0.5 tuned, the head refitted on them), chosen on the "
               "same kind of development rows (20 other train rows per class, seed 0; "
               "benchmarks/results/contrastive_heads.md: alpha 0.5 dev 85.6, 0.75 85.5, 1 (no WiSE-FT) 85.0, "
-              "K=10, seeds 1-3).",
+              "K=10, seeds 1-3). Since 2026-12-01 (later) SupCon makes 3 passes per epoch (9 in all), not 5: on "
+              "the same dev rows after WiSE-FT 0.5, 87.14 / 85.71 / 85.19 against 86.95 / 84.87 / 85.13 (seeds 1-3; "
+              "benchmarks/results/contrastive_iterations3.md); the contrastive rows below were rerun at that default "
+              "(`--shots 10 5 --seeds 1 2 3 --strategies contrastive_full --force`).",
               "", "Per tltext run:", "", "| strategy | K | seed | accuracy | train s | wall s | cpu s | steps | load avg |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(p["runs"], key=lambda r: (r["strategy"], -r["k"], r["seed"])):

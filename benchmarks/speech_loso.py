@@ -88,8 +88,10 @@ def markdown(per: Dict[str, Dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-STAGE2 = (("speech_da_random", "stage 1 from random weights"), ("speech_da_stage0", "stage 0 + stage 1"),
-          ("speech_da_stage0_speed", "stage 0 + stage 1, speed perturbation 0.9 / 1.0 / 1.1 in stages 1 and 2"))
+STAGE2 = (("speech_da_random", "stage 1 from random weights"), ("speech_da_stage0", "stage 0 (20 epochs) + stage 1"),
+          ("speech_da_stage0_speed", "stage 0 (20 epochs) + stage 1, speed perturbation 0.9 / 1.0 / 1.1 in stages 1 and 2"),
+          ("speech_da_stage0_160ep_speed", "stage 0 (160 epochs) + stage 1, speed perturbation 0.9 / 1.0 / 1.1 in stages 1 "
+                                           "and 2"))
 
 
 def stage2_section() -> List[str]:
