@@ -53,7 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"),
                    help='folder for NAME.json and NAME.md')
     p.add_argument("--targets", nargs="+", default=["theo", "nicolas"], choices=SPEAKERS,
-                   help='target speakers (each: the other three are the source); the Speech Commands rows start from the first one\'s stage-1 model')
+                   help="target speakers (each: the other three are the source); the Speech Commands rows start "
+                        "from the first one's stage-1 model")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3],
                    help='stage-2 seeds (stage 1 uses seed 0)')
     p.add_argument("--model_config", default="tiny",
@@ -62,7 +63,8 @@ def parse_args(argv=None):
                    help="a wav2vec 2.0 model pretrained without labels (recipes/audio_pretraining.py OUT/model): stage 1 "
                         "starts from it instead of random --model_config weights")
     p.add_argument("--objectives", nargs="+", default=["dann", "mmd"],
-                   help="stage-2 objectives of the FSDD rows besides erm (source-only, the paired reference, always run); the Speech Commands rows are always erm vs dann")
+                   help="stage-2 objectives of the FSDD rows besides erm (source-only, the paired reference, always "
+                        "run); the Speech Commands rows are always erm vs dann")
     p.add_argument("--name", default="speech_da", help="results file stem under --results")
     p.add_argument("--speed_perturbation", type=float, nargs="+", default=None,
                    help="passed to every stage-1 and stage-2 run (e.g. 0.9 1.0 1.1: speed perturbation, Ko et al. 2015)")
@@ -84,7 +86,8 @@ def parse_args(argv=None):
     p.add_argument("--no_speech_commands", action="store_true",
                    help='skip the FSDD -> Speech Commands rows')
     p.add_argument("--resume", action="store_true", help="reuse runs whose record.json exists")
-    p.add_argument("--report_only", action="store_true", help="recompute the summary of NAME.json (--name) and rewrite NAME.json and NAME.md; nothing trains")
+    p.add_argument("--report_only", action="store_true",
+                   help="recompute the summary of NAME.json (--name) and rewrite NAME.json and NAME.md; nothing trains")
     return p.parse_args(argv)
 
 
