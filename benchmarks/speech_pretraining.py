@@ -36,7 +36,7 @@ STAGE0_ARGS = ROOT / "recipes" / "configs" / "fsdd_stage0.args"
 
 
 def parse_args(argv=None):
-    file = dict(zip(*[iter(stage0_flags())] * 2))  # flag -> value of the stage-0 args file
+    file = stage0_values()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default=os.environ.get("TLTEXT_DATA", str(ROOT.parent / "shared" / "data")),
                    help='folder holding fsdd/ (env TLTEXT_DATA)')
@@ -96,10 +96,15 @@ def stage0_flags(path: Path = STAGE0_ARGS) -> List[str]:
     return words
 
 
+def stage0_values() -> Dict[str, str]:
+    """flag -> value of the stage-0 args file."""
+    flags = stage0_flags()
+    return dict(zip(flags[0::2], flags[1::2]))
+
+
 def stage0_argv(a, fsdd: str, out: Path) -> List[str]:
     """``recipes/audio_pretraining.py`` arguments of stage 0: the args file, then this script's overrides."""
-    flags = stage0_flags()
-    file = dict(zip(flags[0::2], flags[1::2]))
+    flags, file = stage0_flags(), stage0_values()
     overrides = [("--learning_rate", a.stage0_lr), ("--mask_time_length", a.stage0_mask_time_length),
                  ("--num_negatives", a.stage0_num_negatives)]
     return ["--model_config", a.model_config, "--train_file", fsdd, "--audio_column", "path", "--label_column", "digit",
