@@ -206,12 +206,12 @@ class Contrastive(Objective):
     with the pretrained ones (WiSE-FT, Wortsman et al., CVPR 2022, the paper's mixing weight 0.5
     when no validation data chooses it). On BANKING77 K = 10 (seeds 1-3, heads fitted on the
     support set, benchmarks/results/contrastive_heads.md) it raised the accuracy on 20 held-out
-    train rows per intent from 85.0 to 85.7, and on the test split from 85.2 to 85.7.
+    train rows per intent from 85.0 to 85.6, and on the test split from 85.2 to 85.7.
 
     ``supcon`` makes 3 passes over the training set per epoch (3 epochs by default: 9 passes).
     Chosen on the same 20 held-out train rows per intent (K = 10, seeds 1-3, WiSE-FT 0.5): 3
     passes 87.14 / 85.71 / 85.19 against 5 passes 86.95 / 84.87 / 85.13 (10 passes, seed 1: 86.43),
-    at about 60 % of the time (335-434 s a run here against about 620)."""
+    at 60-70 % of the CPU time (K = 10: about 365 CPU s a run here against about 620)."""
 
     name = "contrastive"
     paper = ("Khosla et al., Supervised Contrastive Learning, NeurIPS 2020; Tunstall et al., "
