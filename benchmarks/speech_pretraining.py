@@ -104,11 +104,11 @@ def stage0_values() -> Dict[str, str]:
 
 def stage0_argv(a, fsdd: str, out: Path) -> List[str]:
     """``recipes/audio_pretraining.py`` arguments of stage 0: the args file, then this script's overrides."""
-    flags, file = stage0_flags(), stage0_values()
+    file = stage0_values()
     overrides = [("--learning_rate", a.stage0_lr), ("--mask_time_length", a.stage0_mask_time_length),
                  ("--num_negatives", a.stage0_num_negatives)]
     return ["--model_config", a.model_config, "--train_file", fsdd, "--audio_column", "path", "--label_column", "digit",
-            *flags, "--num_train_epochs", f"{a.stage0_epochs:g}",
+            *[x for flag_value in file.items() for x in flag_value], "--num_train_epochs", f"{a.stage0_epochs:g}",
             *[x for flag, v in overrides if float(v) != float(file[flag]) for x in (flag, f"{v:g}")],
             "--seed", "0", "--logging_steps", "10", "--output_dir", str(out), "--overwrite_output_dir", "--disable_tqdm"]
 

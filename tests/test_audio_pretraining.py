@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -256,14 +258,12 @@ def _stage0_pairs():
     spec = importlib.util.spec_from_file_location("speech_pretraining", ROOT / "benchmarks" / "speech_pretraining.py")
     sp = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sp)
-    words = sp.stage0_flags()
-    assert words and all(w.startswith("--") for w in words[0::2]), words
-    return sp, list(zip(words[0::2], words[1::2]))
+    pairs = list(sp.stage0_values().items())
+    assert pairs and all(f.startswith("--") for f, _ in pairs), pairs
+    return sp, pairs
 
 
 def test_stage0_flags_live_in_one_file_read_by_the_benchmark_and_the_shell_config(data_dir, tmp_path):
-    import subprocess
-
     sp, pairs = _stage0_pairs()
     recipe = _recipe()
     fsdd = str(data_dir / "fsdd" / "manifest.csv")
@@ -279,8 +279,6 @@ def test_stage0_flags_live_in_one_file_read_by_the_benchmark_and_the_shell_confi
     get = parsed(["--stage0_lr", "1e-3", "--stage0_num_negatives", "20"])  # the benchmark's overrides win
     assert (get("learning_rate"), get("num_negatives")) == (1e-3, 20)
     assert get("mask_time_length") == int(dict(pairs)["--mask_time_length"])
-
-    import os
 
     env = {**os.environ, "LAUNCH": "echo", "DATA": str(data_dir)}
     out = subprocess.run(["bash", "recipes/configs/fsdd_two_stage.sh", str(tmp_path / "run")], cwd=ROOT, env=env,
