@@ -251,8 +251,8 @@ def test_wise_ft_interpolates_the_encoder_before_the_head_is_fitted(extra, inten
         model = AutoModelForSequenceClassification.from_pretrained(out / "model")
         return model, json.loads((out / "results.json").read_text())
 
-    tuned, res_tuned = run("alpha1", "--wise_ft_alpha", "1")
-    mixed, res_mixed = run("default")  # contrastive's default: 0.5
+    tuned, res_tuned = run("default")  # contrastive's default: no interpolation
+    mixed, res_mixed = run("mixed", "--wise_ft_alpha", "0.5")
     assert "wise_ft_alpha" not in res_tuned["training"] and res_mixed["training"]["wise_ft_alpha"] == 0.5
     w1 = dict(tuned.backbone.encoder.named_parameters())
     pre = {n: p for n, p in BertModel.from_pretrained(tiny_bert_dir).named_parameters() if n in w1}
@@ -263,7 +263,7 @@ def test_wise_ft_interpolates_the_encoder_before_the_head_is_fitted(extra, inten
     assert any(n.startswith("encoder.layer.0.") for n in moved) and any(n.startswith("encoder.layer.1.") for n in moved)
     for n in pre:
         torch.testing.assert_close(w[n], 0.5 * pre[n] + 0.5 * w1[n], rtol=1e-5, atol=1e-6)
-    card = (tmp_path / "default" / "model" / "README.md").read_text()
+    card = (tmp_path / "mixed" / "model" / "README.md").read_text()
     assert "WiSE-FT (Wortsman et al. 2022): the encoder's weights are 0.5 x pretrained + 0.5 x fine-tuned" in card
 
 
