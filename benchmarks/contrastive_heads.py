@@ -102,6 +102,8 @@ def one_run(k: int, seed: int, a, data) -> Dict[str, Any]:
             "--overwrite_output_dir"]
     if a.contrastive_iterations is not None:
         argv += ["--contrastive_iterations", str(a.contrastive_iterations)]
+    if a.num_train_epochs is not None:
+        argv += ["--num_train_epochs", f"{a.num_train_epochs:g}"]
     t0 = time.perf_counter()
     if not os.path.isfile(os.path.join(out, "results.json")) or a.force:
         with open(out + ".log", "w") as log:
@@ -160,6 +162,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--contrastive_iterations", type=int, default=None,
                     help="passed to the recipe (supcon passes per epoch; default: the objective's). Runs already in "
                          "--work_dir are reused as they are: give each setting its own --work_dir")
+    ap.add_argument("--num_train_epochs", type=float, default=None,
+                    help="passed to the recipe (default: the recipe's); like --contrastive_iterations, give each "
+                         "setting its own --work_dir")
     ap.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.75, 0.5],
                     help="WiSE-FT mixing weights to evaluate besides the tuned encoder (1)")
     ap.add_argument("--data_dir", default=os.environ.get("TLTEXT_DATA", os.path.join(ROOT, "..", "shared", "data")))
@@ -183,6 +188,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     payload = {"benchmark": "contrastive_heads",
                "protocol": ("BANKING77, all-MiniLM-L6-v2, `--objective contrastive --tuning full --wise_ft_alpha 1"
                             + (f" --contrastive_iterations {a.contrastive_iterations}" if a.contrastive_iterations else "")
+                            + (f" --num_train_epochs {a.num_train_epochs:g}" if a.num_train_epochs else "")
                             + "` (otherwise default flags; runs trained before WiSE-FT existed are the same) on the K-shot "
                             f"support set (seeds {a.seeds}); heads fitted on the tuned support features, and after WiSE-FT "
                             f"at alphas {[x for x in a.alphas if x != 1.0]} (encoder = (1 - a) pretrained + a tuned); "
