@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from . import objectives
+from .objectives import contrastive as contrastive_defaults
 
 TUNINGS = ("frozen", "partial", "full")
 #: objectives that start a trainable encoder's head from the linear probe (``Objective.lp_ft_head``)
 _LP_FT = ", ".join(n for n in objectives.names() if objectives.get(n).lp_ft_head)
 _HEAD_FROM_FEATURES = ", ".join(n for n in objectives.names() if objectives.builds_head(n))
+_SUPCON_PASSES = contrastive_defaults.DEFAULT_ITERATIONS["supcon"]
 _WISE_DEFAULTS = ", ".join(f"{n} {objectives.get(n).wise_ft_alpha:g}" for n in objectives.names()
                            if objectives.get(n).wise_ft_alpha != 1.0) or "none"
 
@@ -59,7 +61,7 @@ class ModelArguments:
     contrastive_temperature: float = field(default=0.1, metadata={"help": "contrastive supcon: temperature tau of the similarities."})
     contrastive_iterations: Optional[int] = field(default=None, metadata={"help": "contrastive: per epoch, pairs: R positive and R "
                                         "negative pairs per example (SetFit's num_iterations, default 20); supcon: passes over the "
-                                        "training set (default 3)."})
+                                        f"training set (default {_SUPCON_PASSES})."})
     contrastive_batch_size: Optional[int] = field(default=None, metadata={"help": "contrastive: texts per step (pairs: 2 per pair, "
                                         "default 32 = SetFit's 16 pairs; supcon: default 64 = 16 classes x 4)."})
     contrastive_head: str = field(default="logreg", metadata={"help": "contrastive: head fitted on the tuned training features: "
