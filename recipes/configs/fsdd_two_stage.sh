@@ -33,7 +33,9 @@
 #
 # On a small shared CPU, `OMP_NUM_THREADS=1` is often faster for the tiny preset.
 # Measured: stage-0 length 20 / 80 / 160 epochs, benchmarks/results/speech_stage0_length.md (stage 1
-# from 160 epochs scored best on the source validation split, and on the targets: 80.0 % mean);
+# from 160 epochs scored best on the source validation split, and on the targets: 80.0 % mean;
+# 320 epochs, benchmarks/results/speech_stage0_320ep_seeds.md, scored no better: 78.3 against 78.8
+# over stage-1 seeds 0-2, source validation 98.3 against 98.6);
 # the whole protocol (4 targets, 3 seeds): benchmarks/results/speech_loso.md
 # (`benchmarks/speech_da.py --stage0_model ... --speed_perturbation 0.9 1.0 1.1`).
 set -euo pipefail
