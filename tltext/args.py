@@ -14,7 +14,8 @@ TUNINGS = ("frozen", "partial", "full")
 #: objectives that start a trainable encoder's head from the linear probe (``Objective.lp_ft_head``)
 _LP_FT = ", ".join(n for n in objectives.names() if objectives.get(n).lp_ft_head)
 _HEAD_FROM_FEATURES = ", ".join(n for n in objectives.names() if objectives.builds_head(n))
-_SUPCON_PASSES = contrastive_defaults.DEFAULT_ITERATIONS["supcon"]
+_ITERATIONS, _BATCH, _PER_CLASS = (contrastive_defaults.DEFAULT_ITERATIONS, contrastive_defaults.DEFAULT_BATCH,
+                                   contrastive_defaults.PER_CLASS)
 _WISE_DEFAULTS = ", ".join(f"{n} {objectives.get(n).wise_ft_alpha:g}" for n in objectives.names()
                            if objectives.get(n).wise_ft_alpha != 1.0) or "none"
 
@@ -60,10 +61,11 @@ class ModelArguments:
                                   "batches) or pairs (SetFit: CosineSimilarityLoss on positive/negative pairs)."})
     contrastive_temperature: float = field(default=0.1, metadata={"help": "contrastive supcon: temperature tau of the similarities."})
     contrastive_iterations: Optional[int] = field(default=None, metadata={"help": "contrastive: per epoch, pairs: R positive and R "
-                                        "negative pairs per example (SetFit's num_iterations, default 20); supcon: passes over the "
-                                        f"training set (default {_SUPCON_PASSES})."})
+                                        f"negative pairs per example (SetFit's num_iterations, default {_ITERATIONS['pairs']}); supcon: passes "
+                                        f"over the training set (default {_ITERATIONS['supcon']})."})
     contrastive_batch_size: Optional[int] = field(default=None, metadata={"help": "contrastive: texts per step (pairs: 2 per pair, "
-                                        "default 32 = SetFit's 16 pairs; supcon: default 64 = 16 classes x 4)."})
+                                        f"default {_BATCH['pairs']} = SetFit's {_BATCH['pairs'] // 2} pairs; supcon: default {_BATCH['supcon']} = "
+                                        f"{_BATCH['supcon'] // _PER_CLASS} classes x {_PER_CLASS})."})
     contrastive_head: str = field(default="logreg", metadata={"help": "contrastive: head fitted on the tuned training features: "
                                   "logreg (scikit-learn LogisticRegression, C=1) or prototype (cosine nearest centroid)."})
     layer_weighting: bool = field(default=False, metadata={"help": "Speech: learnable weighted sum of hidden layers (SUPERB)."})
