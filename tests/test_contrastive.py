@@ -253,7 +253,7 @@ def test_wise_ft_interpolates_the_encoder_before_the_head_is_fitted(extra, inten
 
     tuned, res_tuned = run("default")  # contrastive's default: no interpolation
     mixed, res_mixed = run("mixed", "--wise_ft_alpha", "0.5")
-    assert "wise_ft_alpha" not in res_tuned["training"] and res_mixed["training"]["wise_ft_alpha"] == 0.5
+    assert res_tuned["training"]["wise_ft_alpha"] == 1.0 and res_mixed["training"]["wise_ft_alpha"] == 0.5
     w1 = dict(tuned.backbone.encoder.named_parameters())
     pre = {n: p for n, p in BertModel.from_pretrained(tiny_bert_dir).named_parameters() if n in w1}
     assert len(pre) == len(w1)
@@ -265,6 +265,8 @@ def test_wise_ft_interpolates_the_encoder_before_the_head_is_fitted(extra, inten
         torch.testing.assert_close(w[n], 0.5 * pre[n] + 0.5 * w1[n], rtol=1e-5, atol=1e-6)
     card = (tmp_path / "mixed" / "model" / "README.md").read_text()
     assert "WiSE-FT (Wortsman et al. 2022): the encoder's weights are 0.5 x pretrained + 0.5 x fine-tuned" in card
+    assert "- WiSE-FT (Wortsman et al. 2022): off; the head was fitted on the fine-tuned encoder's features" in (
+        tmp_path / "default" / "model" / "README.md").read_text()
 
 
 def test_wise_ft_alpha_is_checked_and_ignored_where_no_head_is_fitted(intents, tiny_bert_dir, tmp_path, monkeypatch, one_thread):
@@ -289,7 +291,8 @@ def test_wise_ft_is_reported_only_for_the_model_the_guard_keeps(intents, tiny_be
     run_and_capture(monkeypatch, "text", [
         "--model_name_or_path", tiny_bert_dir, "--train_file", str(intents / "train.jsonl"),
         "--test_file", str(intents / "test.jsonl"), "--target_file", str(intents / "test.jsonl"),
-        "--tuning", "full", "--objective", "contrastive+mmd", "--compare_source_only", "--contrastive_iterations", "1",
+        "--tuning", "full", "--objective", "contrastive+mmd", "--compare_source_only", "--wise_ft_alpha", "0.5",
+        "--contrastive_iterations", "1",
         "--contrastive_batch_size", "8", "--num_train_epochs", "1", "--output_dir", str(out),
         "--cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "--report", "False"])
     res = json.loads((out / "results.json").read_text())
@@ -299,3 +302,45 @@ def test_wise_ft_is_reported_only_for_the_model_the_guard_keeps(intents, tiny_be
         assert "wise_ft_alpha" not in res["training"] and "WiSE-FT" not in card
     else:
         assert res["training"]["wise_ft_alpha"] == 0.5 and "WiSE-FT" in card
+
+
+def test_resolved_defaults_sampler_batch_and_head_are_reported_as_run(intents, tiny_bert_dir, tmp_path, monkeypatch,
+                                                                      one_thread, capsys):
+    from helpers import run_and_capture
+    from tltext import trainer
+    from tltext.objectives.contrastive import DEFAULT_BATCH, DEFAULT_ITERATIONS, PER_CLASS
+
+    installs = []
+    original = trainer.Trainer._install_head
+
+    def counting(self, model, objective, inputs):  # the real head fit, counted
+        installs.append(1)
+        return original(self, model, objective, inputs)
+
+    monkeypatch.setattr(trainer.Trainer, "_install_head", counting)
+    out = tmp_path / "run"
+    run_and_capture(monkeypatch, "text", [
+        "--model_name_or_path", tiny_bert_dir, "--train_file", str(intents / "train.jsonl"),
+        "--test_file", str(intents / "test.jsonl"), "--shots_per_class", "4", "--seed", "2",
+        "--objective", "contrastive", "--tuning", "full", "--num_train_epochs", "2", "--learning_rate", "1e-3",
+        "--validation_split_percentage", "0", "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"),
+        "--disable_tqdm", "--report", "False"])
+    res = json.loads((out / "results.json").read_text())
+    # the flags were left unset: what ran is recorded, not null
+    assert res["args"]["contrastive_iterations"] is None
+    assert res["objective_terms"][0]["settings"] == {"contrastive_iterations": DEFAULT_ITERATIONS["supcon"],
+                                                    "contrastive_batch_size": DEFAULT_BATCH["supcon"]}
+    tr = res["training"]
+    assert tr["batch_sampler"] == (f"class-balanced batches of up to {DEFAULT_BATCH['supcon']} examples, {PER_CLASS} "
+                                   f"per class, {DEFAULT_ITERATIONS['supcon']} pass(es) over the training set per epoch")
+    assert tr["global_batch_size"] == 12 and tr["wise_ft_alpha"] == 1.0  # 12 shots fit one batch
+    summary, card = capsys.readouterr().out, (out / "model" / "README.md").read_text()
+    assert (f"objective defaults as resolved for this run: --contrastive_iterations {DEFAULT_ITERATIONS['supcon']}, "
+            f"--contrastive_batch_size {DEFAULT_BATCH['supcon']}") in summary
+    for text in (summary, card):
+        assert "global batch 12 on average over 1 process(es), from the objective's batch sampler (class-balanced" in text
+        assert "per device 16" not in text and "WiSE-FT (Wortsman et al. 2022): off" in text
+    assert f"| contrastive_iterations | {DEFAULT_ITERATIONS['supcon']} |" in card
+    assert "| head_dropout | 0 |" in card  # the head is computed from the features: no dropout in the saved model
+    # nothing is scored between epochs (no validation, target or oracle), so the head is fitted once, at the end
+    assert len(installs) == 1

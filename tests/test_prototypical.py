@@ -282,8 +282,11 @@ def test_objective_derives_episodes_from_training_labels():
 
     labels = [c for c in range(8) for _ in range(5)]  # 5 shots
     obj = Prototypes(ObjectiveSetup(feature_dim=4, num_classes=8, tuning="full", args=ModelArguments()))
+    assert obj.settings() == {}  # nothing resolved before the sampler is built
     s = obj.batch_sampler(labels, seed=0)
     assert (obj.n_way, obj.k_shot, obj.n_query) == (8, 3, 2) and (s.n_way, s.k_shot, s.n_query) == (8, 3, 2)
+    assert obj.settings() == {"n_way": 8, "k_shot": 3, "n_query": 2}  # results.json records these, not the null flags
+    assert s.description == "8-way 3-shot episodes with 2 queries per class, 100 per epoch"
     ep = next(iter(s))
     assert len(ep) == 8 * 5 and len({labels[i] for i in ep}) == 8
     assert obj.log_scale.requires_grad and math.isclose(float(obj.scale.detach()), Prototypes.INIT_SCALE, rel_tol=1e-6)

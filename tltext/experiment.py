@@ -19,7 +19,7 @@ from .args import TUNINGS, DataArguments, ModelArguments, TrainArguments
 from .atomic import atomic_write_json
 from .data import DataError, build_label_maps, encode_labels
 from .data.load import load_examples
-from .results import fitted_in_closed_form
+from .results import batch_text, fitted_in_closed_form, wise_ft_text
 from .trainer import Split, Trainer, default_model, make_accelerator, public_args, quiet_progress_bars
 
 
@@ -378,14 +378,15 @@ def print_summary(res: Dict[str, Any]) -> None:
                      f"classes: {len(res['label_names'])}")
         if a.get("target_file"):
             lines.append(f"target (unlabelled): {res['num_examples'].get('target')} examples from {_data(a, 'target')}")
+    resolved = [f"--{k} {v}" for term in res.get("objective_terms") or [] for k, v in (term.get("settings") or {}).items()]
+    if resolved:
+        lines.append("objective defaults as resolved for this run: " + ", ".join(resolved))
     if tr.get("fit"):
         lines.append(f"ran: {tr.get('device')} x {tr.get('num_processes')} process(es), precision {tr.get('precision')}, "
                      f"{tr['fit']}")
     elif tr:
         lines.append(f"ran: {tr.get('device')} x {tr.get('num_processes')} process(es), precision {tr.get('precision')}, "
-                     f"global batch {tr.get('global_batch_size')} (per device {tr.get('per_device_train_batch_size')} "
-                     f"x {tr.get('num_processes')} x accumulation {tr.get('gradient_accumulation_steps')}), "
-                     f"{tr.get('optimizer_steps')} optimizer steps"
+                     + batch_text(tr)
                      + (f", {tr['skipped_fp16_steps']} fp16 overflow steps skipped" if tr.get("skipped_fp16_steps") else ""))
         if tr.get("learning_rate") is not None:
             lines.append(f"learning rate: {tr['learning_rate']:g}"
@@ -397,9 +398,8 @@ def print_summary(res: Dict[str, Any]) -> None:
         lines.append(f"head: {tr['head']}")
     if tr.get("head_init"):
         lines.append(f"head initialised from: {tr['head_init']}")
-    if tr.get("wise_ft_alpha") is not None:
-        lines.append(f"WiSE-FT: encoder = {1 - tr['wise_ft_alpha']:g} x pretrained + {tr['wise_ft_alpha']:g} x fine-tuned "
-                     "(Wortsman et al. 2022), head fitted after")
+    if wise_ft_text(tr):
+        lines.append(wise_ft_text(tr))
     vs = res.get("validation_split") or {}
     val_note = ""
     best = (f" (best epoch {res['best_epoch']})" if isinstance(res.get("best_epoch"), int) and res["best_epoch"] >= 0

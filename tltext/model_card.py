@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from . import objectives
-from .results import fitted_in_closed_form
+from .results import batch_text, fitted_in_closed_form, wise_ft_text
 
 PIPELINE_TAGS = {"text": "text-classification", "speech": "audio-classification", "image": "image-classification"}
 MODALITY_TAGS = {"text": ["text"], "speech": ["audio", "speech"], "image": ["image"]}
@@ -283,18 +283,13 @@ def _what_ran(res: Dict[str, Any]) -> List[str]:
     tr = res.get("training") or {}
     out = []
     if tr:
-        steps = tr.get("fit") or (f"global batch {tr.get('global_batch_size')} (per device "
-                                  f"{tr.get('per_device_train_batch_size')} x {tr.get('num_processes')} process(es) x "
-                                  f"accumulation {tr.get('gradient_accumulation_steps')}), {tr.get('optimizer_steps')} "
-                                  "optimizer steps")
+        steps = tr.get("fit") or batch_text(tr)
         out.append(f"- ran on {tr.get('device')} x {tr.get('num_processes')}, precision {tr.get('precision')}; {steps}")
     for key, label in (("head", "head"), ("head_init", "head initialised from")):
         if tr.get(key):
             out.append(f"- {label}: {tr[key]}")
-    if tr.get("wise_ft_alpha") is not None:
-        a = tr["wise_ft_alpha"]
-        out.append(f"- WiSE-FT (Wortsman et al. 2022): the encoder's weights are {1 - a:g} x pretrained + {a:g} x "
-                   "fine-tuned; the head was fitted on the interpolated features")
+    if wise_ft_text(tr):
+        out.append(f"- {wise_ft_text(tr)}")
     g = res.get("negative_transfer_guard")
     if g:
         out.append(f"- {g['note']}")
@@ -309,8 +304,11 @@ def _hyperparameters(res: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
     a = dict(res.get("args", {}))
     ctx = {"tuning": res.get("tuning", a.get("tuning")), "objective": res.get("objective", a.get("objective")),
            "modality": res.get("modality")}
-    if config.get("adapter_dim") is not None:
-        a["adapter_dim"] = config["adapter_dim"]
+    for k in ("adapter_dim", "head_dropout"):  # as built (a head computed from features has no dropout)
+        if config.get(k) is not None:
+            a[k] = config[k]
+    for term in _terms(res):  # values an objective resolved for its unset flags (Objective.settings)
+        a.update({k: v for k, v in (term.get("settings") or {}).items() if a.get(k) is None})
     tr = res.get("training") or {}
     probe = fitted_in_closed_form(tr) or str(tr.get("fit", "")).startswith("nothing trained")
     if "learning_rate" in a and tr.get("learning_rate"):  # the rates that ran, head and objective parts included

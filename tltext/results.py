@@ -81,3 +81,29 @@ def fitted_in_closed_form(training: Optional[Dict[str, Any]]) -> bool:
     probe): no epochs, no optimiser steps, so no "selected epoch" either."""
     return (training or {}).get("fit") == CLOSED_FORM_FIT
 
+
+
+def batch_text(training: Dict[str, Any]) -> str:
+    """How results.json ``training`` batched the optimizer steps, for the summary and the card:
+    the objective's own sampler (``batch_sampler``: the global batch is then a mean over steps)
+    or ``--per_device_train_batch_size`` x processes x ``--gradient_accumulation_steps``."""
+    tr = training
+    if tr.get("batch_sampler"):
+        return (f"global batch {tr.get('global_batch_size')} on average over {tr.get('num_processes')} process(es), "
+                f"from the objective's batch sampler ({tr['batch_sampler']}; --per_device_train_batch_size does not "
+                f"apply), {tr.get('optimizer_steps')} optimizer steps")
+    return (f"global batch {tr.get('global_batch_size')} (per device {tr.get('per_device_train_batch_size')} x "
+            f"{tr.get('num_processes')} process(es) x accumulation {tr.get('gradient_accumulation_steps')}), "
+            f"{tr.get('optimizer_steps')} optimizer steps")
+
+
+def wise_ft_text(training: Dict[str, Any]) -> Optional[str]:
+    """The WiSE-FT line of the summary and the card (None where WiSE-FT does not apply)."""
+    a = training.get("wise_ft_alpha")
+    if a is None:
+        return None
+    if a == 1.0:
+        return ("WiSE-FT (Wortsman et al. 2022): off; the head was fitted on the fine-tuned encoder's features "
+                "(--wise_ft_alpha 0.5 would interpolate halfway back to the pretrained weights first)")
+    return (f"WiSE-FT (Wortsman et al. 2022): the encoder's weights are {1 - a:g} x pretrained + {a:g} x "
+            "fine-tuned; the head was fitted on the interpolated features")

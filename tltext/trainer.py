@@ -534,6 +534,7 @@ class Trainer:
         alpha = self._wise_ft_alpha(m)
         # every encoder weight, trainable now or not (--gradual_unfreeze unfreezes layers later)
         pretrained = ({n: p.detach().clone() for n, p in model.backbone.named_parameters()} if alpha < 1.0 else None)
+        self._objective_settings = None
         if self._is_probe(m, model, objective):
             fit = self._fit_probe(model, inputs)
         elif any(p.requires_grad for g in plan.param_groups for p in g["params"]):
@@ -542,25 +543,31 @@ class Trainer:
             fit = FitResult()
             self._nothing_trained = True
         model = self.acc.unwrap_model(tm).model if hasattr(self.acc.unwrap_model(tm), "model") else model
-        if pretrained is not None and not self._nothing_trained:
-            wise_ft(model.backbone, pretrained, alpha)
-            self._wise_ft = alpha
+        if self._wise_ft_applies(m) and not self._nothing_trained:
+            if pretrained is not None:
+                wise_ft(model.backbone, pretrained, alpha)
+            self._wise_ft = alpha  # 1.0 recorded too: the card then says WiSE-FT was off
         self._install_head(model, objective, inputs)
+        self._objective_settings = objective.settings()
         return model, fit, inputs
 
+    @staticmethod
+    def _wise_ft_applies(m: ModelArguments) -> bool:
+        """WiSE-FT needs an encoder that trains and a head computed from its features afterwards."""
+        return m.tuning != "frozen" and objectives.builds_head(m.objective)
+
     def _wise_ft_alpha(self, m: ModelArguments) -> float:
-        """``--wise_ft_alpha`` (else the objective's default) where the encoder trains and the
-        head is computed from the features afterwards; 1.0 (no interpolation) elsewhere."""
-        if m.tuning == "frozen" or not objectives.builds_head(m.objective):
-            return 1.0
+        """``--wise_ft_alpha`` where WiSE-FT applies; 1.0 (no interpolation) when the flag is unset
+        and elsewhere."""
         given = self.t.wise_ft_alpha
-        return float(given) if given is not None else objectives.wise_ft_alpha(m.objective)
+        return float(given) if given is not None and self._wise_ft_applies(m) else 1.0
 
     def _fit_state(self) -> tuple:
         """How the last ``_train_one`` fitted its head (probe, LP-FT init, nothing trained,
-        learning rates), restored when the guard keeps the source-only model."""
+        learning rates, WiSE-FT, the objective's resolved settings), restored when the guard
+        keeps the source-only model."""
         return (self._probe, self._head_init, self._nothing_trained, getattr(self, "_learning_rates", None),
-                getattr(self, "_wise_ft", None))
+                getattr(self, "_wise_ft", None), getattr(self, "_objective_settings", None))
 
     def _is_probe(self, m: ModelArguments, model, objective) -> bool:
         return bool(self.t.linear_probe and m.tuning == "frozen" and not model.config.adapter_dim
@@ -658,7 +665,7 @@ class Trainer:
             for flag in objectives.ignored_options(m.objective, m, defaults, read_elsewhere=_EVAL_EPISODE_FLAGS):
                 warnings.warn(f"--{flag} {getattr(m, flag)} is ignored: no term of --objective {m.objective} reads it",
                               UserWarning, stacklevel=2)
-            if t.wise_ft_alpha not in (None, 1.0) and self._wise_ft_alpha(m) == 1.0:
+            if t.wise_ft_alpha not in (None, 1.0) and not self._wise_ft_applies(m):
                 warnings.warn(f"--wise_ft_alpha {t.wise_ft_alpha:g} is ignored: it interpolates a trained encoder before "
                               f"a head is computed from its features, and this run (--tuning {m.tuning} --objective "
                               f"{m.objective}) has no such head", UserWarning, stacklevel=2)
@@ -677,7 +684,8 @@ class Trainer:
             guard = self._guard(so_model, so_inputs, model, inputs)
             if guard["kept"] == "source_only":
                 model, fit, inputs = so_model, so_fit, so_inputs
-                self._probe, self._head_init, self._nothing_trained, self._learning_rates, self._wise_ft = so_state
+                (self._probe, self._head_init, self._nothing_trained, self._learning_rates, self._wise_ft,
+                 self._objective_settings) = so_state
         self.model = model
         res = self._result(fit)
         if guard is not None:
@@ -824,6 +832,8 @@ class Trainer:
             training["head_init"] = self._head_init
         if getattr(self, "_wise_ft", None) is not None:
             training["wise_ft_alpha"] = self._wise_ft
+        if fit.batch_sampler:
+            training["batch_sampler"] = fit.batch_sampler
         if fit.steps and getattr(self, "_learning_rates", None):
             training.update(self._learning_rates)
         if getattr(self, "_nothing_trained", False):
@@ -852,7 +862,7 @@ class Trainer:
                          "source validation split (C of the logistic-regression probe)")
         res = RunResult(
             modality=self.modality, objective=m.objective, tuning=m.tuning, base_model=self.base_model,
-            selection=selection, oracle=bool(t.oracle_selection), objective_terms=objectives.describe(m.objective, m.da_weight, m.tuning),
+            selection=selection, oracle=bool(t.oracle_selection), objective_terms=self._objective_terms(),
             best_epoch=fit.best_epoch, label_names=self.label_names,
             num_examples=self._num_examples(),
             validation_split=self.splits["validation"].info if has_val else {},
@@ -863,6 +873,16 @@ class Trainer:
         if self.model is not None:
             self.model.config.tltext.update({"selection": selection})
         return res
+
+    def _objective_terms(self) -> List[Dict[str, Any]]:
+        """``objectives.describe`` of the run, each term with the ``settings`` it resolved for
+        unset flags (``Objective.settings``: e.g. contrastive's passes per epoch)."""
+        m = self.m
+        terms = objectives.describe(m.objective, m.da_weight, m.tuning)
+        for rec, st in zip(terms, getattr(self, "_objective_settings", None) or []):
+            if st:
+                rec["settings"] = st
+        return terms
 
     def _write(self, res: RunResult) -> None:
         if self.t.output_dir and self.acc.is_main_process:

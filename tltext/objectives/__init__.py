@@ -110,11 +110,6 @@ def builds_head(spec: str) -> bool:
     return any(c.head_from_features is not Objective.head_from_features for c in classes(spec))
 
 
-def wise_ft_alpha(spec: str) -> float:
-    """The default WiSE-FT interpolation weight of ``spec``: the smallest of its terms' (1: none)."""
-    return min(c.wise_ft_alpha for c in classes(spec))
-
-
 def replaces_cross_entropy(spec: str) -> bool:
     return any(c.replaces_cross_entropy for c in classes(spec))
 
@@ -244,6 +239,10 @@ class ObjectiveSet(nn.Module):
             if s is not None:
                 return s
         return None
+
+    def settings(self) -> List[Dict[str, object]]:
+        """Each term's ``Objective.settings()`` (the values it resolved for unset flags), in order."""
+        return [dict(t.settings()) for t in self.terms]
 
     def head_from_features(self, features: Tensor, labels: Tensor, num_classes: int):
         for t in self.terms:

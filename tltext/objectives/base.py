@@ -153,8 +153,6 @@ class Objective(nn.Module):
     - ``default_weight``; ``trainable_encoder_weight``: the default under ``--tuning partial``
       / ``full`` when it differs (None: ``default_weight``); ``options``: the
       ``ModelArguments`` fields it reads;
-    - ``wise_ft_alpha``: the default ``--wise_ft_alpha`` (WiSE-FT weight interpolation before the
-      head is computed from the features; 1: none), for objectives that build their head;
     - ``lp_ft_head``: on a trainable encoder the run starts its head from the linear probe
       (LP-FT) at the encoder's rate, and partial tuning keeps 5e-5 with no adapter: for terms
       that read the head's predictions on target batches from the first step (self-training,
@@ -181,7 +179,6 @@ class Objective(nn.Module):
     default_weight: ClassVar[float] = 1.0
     trainable_encoder_weight: ClassVar[Optional[float]] = None
     lp_ft_head: ClassVar[bool] = False
-    wise_ft_alpha: ClassVar[float] = 1.0
     options: ClassVar[Tuple[str, ...]] = ()
     adds_term: ClassVar[bool] = True
     modalities: ClassVar[Tuple[str, ...]] = ("text", "speech", "image")
@@ -203,6 +200,12 @@ class Objective(nn.Module):
     def batch_sampler(self, labels: Sequence[int], seed: int):
         """A ``batch_sampler`` for the source loader (episodes), or None for the default."""
         return None
+
+    def settings(self) -> Dict[str, Any]:
+        """``{option: value}``: the values this term ran with for those of its ``options`` whose
+        flag was left unset (None) and that it resolved itself (results.json ``objective_terms``,
+        the card and the summary show them instead of the unset flag). Default: none."""
+        return {}
 
     def head_from_features(self, features: Tensor, labels: Tensor, num_classes: int) -> Optional[Tuple[Tensor, Tensor]]:
         """A linear head ``(W [C, D], b [C])`` computed from all training features after

@@ -29,7 +29,7 @@ exported model loads with ``AutoModelForSequenceClassification``.
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -109,6 +109,12 @@ class ClassBalancedBatchSampler(_EpochSampler):
         self.pools = [np.flatnonzero(y == c) for c in np.unique(y)]
         self.batch_size, self.per_class, self.passes, self.n = int(batch_size), int(per_class), int(passes), len(y)
 
+    @property
+    def description(self) -> str:
+        """One line for the summary and the card (results.json ``training.batch_sampler``)."""
+        return (f"class-balanced batches of up to {self.batch_size} examples, {self.per_class} per class, "
+                f"{self.passes} pass(es) over the training set per epoch")
+
     def _batches(self, rng: np.random.Generator) -> List[List[int]]:
         chunks: List[List[int]] = []
         for pool in self.pools:
@@ -153,6 +159,12 @@ class PairBatchSampler(_EpochSampler):
         if len(np.unique(y)) < 2:
             raise ValueError("PairBatchSampler: negative pairs need at least 2 classes")
         self.y, self.R, self.per_batch = y, int(iterations), int(pairs_per_batch)
+
+    @property
+    def description(self) -> str:
+        """One line for the summary and the card (results.json ``training.batch_sampler``)."""
+        return (f"{self.per_batch} pairs ({2 * self.per_batch} examples) per batch, {self.R} positive and {self.R} "
+                "negative pairs per example per epoch (SetFit's pair sampling)")
 
     def pairs(self) -> np.ndarray:
         """``[2 R N, 2]`` index pairs of this epoch, positive and negative alternating."""
@@ -246,6 +258,9 @@ class Contrastive(Objective):
         if self.loss_name == "pairs":
             return PairBatchSampler(labels, self.iterations, self.batch_size // 2, seed=seed)
         return ClassBalancedBatchSampler(labels, self.batch_size, PER_CLASS, self.iterations, seed=seed)
+
+    def settings(self) -> Dict[str, Any]:
+        return {"contrastive_iterations": self.iterations, "contrastive_batch_size": self.batch_size}
 
     def forward(self, step: Step) -> TermOutput:
         f, y = step.source_features, step.labels[: step.n_source]

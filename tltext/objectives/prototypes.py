@@ -193,6 +193,12 @@ class EpisodeSampler(Sampler[List[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    @property
+    def description(self) -> str:
+        """One line for the summary and the card (results.json ``training.batch_sampler``)."""
+        return (f"{self.n_way}-way {self.k_shot}-shot episodes with {self.n_query} queries per class, "
+                f"{self.episodes} per epoch")
+
     def __len__(self) -> int:
         return self.episodes
 
@@ -309,6 +315,13 @@ class Prototypes(Objective):
             return None
         self.n_way, self.k_shot, self.n_query = episode_shape(labels, self.n_way, self.k_shot, self.n_query)
         return EpisodeSampler(labels, self.n_way, self.k_shot, self.n_query, self.episodes, seed=seed)
+
+    def settings(self) -> Dict[str, Any]:
+        """The episode shape it trained with (set once ``batch_sampler`` resolved it; nothing
+        when nothing trains)."""
+        if not self.trains or self.k_shot is None:
+            return {}
+        return {"n_way": self.n_way, "k_shot": self.k_shot, "n_query": self.n_query}
 
     def forward(self, step: Step) -> TermOutput:
         feats = step.source_features.float()

@@ -170,7 +170,8 @@ class TrainState:
 @dataclass
 class FitResult:
     """What one ``Engine.fit`` did: seconds (``selection_seconds`` of them scoring the
-    selection criteria after each epoch), steps, the global batch, selection."""
+    selection criteria after each epoch), steps, the global batch (the mean over steps when the
+    objective's ``batch_sampler`` makes the batches: ``batch_sampler`` then describes it), selection."""
 
     train_seconds: float = 0.0
     selection_seconds: float = 0.0
@@ -178,6 +179,7 @@ class FitResult:
     steps: int = 0
     steps_per_epoch: int = 0
     global_batch_size: int = 0
+    batch_sampler: Optional[str] = None
     num_processes: int = 1
     best_epoch: int = -1
     best_score: Optional[float] = None
@@ -522,6 +524,7 @@ class Engine:
             steps_per_epoch=self.steps_per_epoch, num_processes=acc.num_processes,
             global_batch_size=(round(st.seen / max(1, st.step)) if self.own_batches else  # the objective's sampler
                                a.per_device_train_batch_size * acc.num_processes * a.gradient_accumulation_steps),
+            batch_sampler=(getattr(self.sampler, "description", type(self.sampler).__name__) if self.own_batches else None),
             best_epoch=st.best_epoch, best_score=st.best_score, skipped_steps=st.skipped_steps, history=st.history,
             step_log=st.step_log, resumed_from=self.resumed_from, last_checkpoint=self.last_checkpoint,
             heap_trims=self.trimmer.trims)

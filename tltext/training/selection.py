@@ -170,8 +170,10 @@ class Selector:
 
     def score(self, model, epoch: int) -> Dict[str, Any]:
         d = self.data
-        if self.install_head is not None:  # e.g. prototypes: score the model the way it will predict
-            self.install_head(model)
+        scores_test = (self.oracle or self.record_oracle) and d.test_inputs is not None
+        if self.install_head is not None and (d.validation_inputs is not None or d.target_inputs is not None
+                                              or scores_test):
+            self.install_head(model)  # e.g. prototypes: score the model the way it will predict (when anything is scored)
         res: Dict[str, Any] = {}
         val = tgt = None
         if d.validation_inputs is not None:
@@ -189,7 +191,7 @@ class Selector:
             w = density_ratios(src.numpy(), tgt[0].numpy(), val[0].numpy(), self.seed)
             losses = F.cross_entropy(val[1], torch.as_tensor(list(d.validation_labels)), reduction="none").numpy()
             res["dev_risk"] = deep_embedded_validation(w, losses)
-        if (self.oracle or self.record_oracle) and d.test_inputs is not None:
+        if scores_test:
             tm = score(self.predictor.logits(model, d.test_inputs, "oracle"), d.test_labels, self.label_names, self.metrics)
             res["oracle_test_metric"] = float(tm[self.metric])
         res["score"] = self._chosen(res)
