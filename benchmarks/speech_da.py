@@ -39,6 +39,9 @@ from typing import Any, Dict, List
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import DATA  # noqa: E402  (the shared data folder, env TLTEXT_DATA)
 SPEAKERS = ("george", "jackson", "nicolas", "theo")
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 RECIPE = "recipes/audio_classification.py"
@@ -46,7 +49,7 @@ RECIPE = "recipes/audio_classification.py"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=os.environ.get("TLTEXT_DATA", str(ROOT.parent / "shared" / "data")),
+    p.add_argument("--data", default=DATA,
                    help='folder holding fsdd/ and speech_commands_mini/ (env TLTEXT_DATA)')
     p.add_argument("--work", default=str(ROOT / "runs" / "speech_da"),
                    help='folder for the runs')
@@ -298,7 +301,6 @@ def markdown(payload: Dict[str, Any]) -> str:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     from benchmarks.common import run_payload, write_payload
 
     if a.report_only:

@@ -29,6 +29,9 @@ from typing import Any, Dict, List
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import DATA  # noqa: E402  (the shared data folder, env TLTEXT_DATA)
 SPEAKERS = ("george", "jackson", "nicolas", "theo")
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 SAMPLE_RATE = 8000
@@ -37,7 +40,7 @@ N_MFCC = 40
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=os.environ.get("TLTEXT_DATA", str(ROOT.parent / "shared" / "data")),
+    p.add_argument("--data", default=DATA,
                    help='folder holding fsdd/ (env TLTEXT_DATA)')
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"),
                    help='folder for speech_mfcc.json and .md')
@@ -64,7 +67,6 @@ def mfcc_stats(waves: List[np.ndarray], sample_rate: int = SAMPLE_RATE, n_mfcc: 
 
 def load_fsdd(manifest: str):
     """All FSDD clips at 8 kHz with their digit, speaker and official split."""
-    sys.path.insert(0, str(ROOT))
     from tltext.data.audio import load_audio_examples
 
     ex = load_audio_examples(manifest, audio_column="path", label_column="digit", sampling_rate=SAMPLE_RATE)
@@ -119,7 +121,6 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    sys.path.insert(0, str(ROOT))
     from benchmarks.common import write_payload
 
     manifest = Path(a.data) / "fsdd" / "manifest.csv"

@@ -31,6 +31,9 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import DATA  # noqa: E402  (the shared data folder, env TLTEXT_DATA)
 SPEAKERS = ("george", "jackson", "nicolas", "theo")
 STAGE0_ARGS = ROOT / "recipes" / "configs" / "fsdd_stage0.args"
 
@@ -38,7 +41,7 @@ STAGE0_ARGS = ROOT / "recipes" / "configs" / "fsdd_stage0.args"
 def parse_args(argv=None):
     file = stage0_values()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=os.environ.get("TLTEXT_DATA", str(ROOT.parent / "shared" / "data")),
+    p.add_argument("--data", default=DATA,
                    help='folder holding fsdd/ (env TLTEXT_DATA)')
     p.add_argument("--work", default=str(ROOT / "runs" / "speech_pretraining"),
                    help='folder for the runs (stage 0 in WORK/stage0)')
@@ -89,10 +92,14 @@ def _timed(name: str, out: Path, script: str, argv: List[str], call, a, resume: 
 
 def stage0_flags(path: Path = STAGE0_ARGS) -> List[str]:
     """The stage-0 pretraining flags of ``recipes/configs/fsdd_stage0.args`` ('#' lines are comments),
-    as ``[--flag, value, ...]``; ValueError naming the file when it holds no such pairs."""
+    as ``[--flag, value, ...]``; ValueError naming the file when it holds no such pairs, or names a
+    flag twice (the recipe would silently take the last)."""
     words = [w for line in path.read_text().splitlines() if not line.lstrip().startswith("#") for w in line.split()]
     if not words or len(words) % 2 or not all(w.startswith("--") for w in words[0::2]):
         raise ValueError(f"{path}: expected '--flag value' lines (and '#' comments); got {words!r}")
+    twice = sorted({f for f in words[0::2] if words[0::2].count(f) > 1})
+    if twice:
+        raise ValueError(f"{path}: {', '.join(twice)} given more than once; expected each flag once")
     return words
 
 
@@ -212,7 +219,6 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    sys.path.insert(0, str(ROOT))
     from benchmarks.common import write_payload
 
     fsdd = str((Path(a.data) / "fsdd" / "manifest.csv").resolve())

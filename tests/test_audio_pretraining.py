@@ -302,3 +302,6 @@ def test_stage0_settings_record_the_values_used(tmp_path):
     bad.write_text("# only comments\n")
     with pytest.raises(ValueError, match="bad.args: expected '--flag value' lines"):
         sp.stage0_flags(bad)
+    bad.write_text("--learning_rate 1e-3\n--mask_time_length 4\n--learning_rate 2e-3\n")
+    with pytest.raises(ValueError, match=r"bad.args: --learning_rate given more than once; expected each flag once$"):
+        sp.stage0_flags(bad)
