@@ -61,6 +61,22 @@ def test_default_weight_and_head_depend_on_the_tuning_through_the_registry():
     assert objectives.lp_ft_head("mmd+mcc") and objectives.lp_ft_head("mlm+self_training")
     assert not objectives.lp_ft_head("dann") and not objectives.lp_ft_head("erm+mmd")
 
+def test_a_plug_in_objective_sets_its_weight_per_tuning_and_the_help_reads_it(monkeypatch):
+    from tltext.objectives import _REGISTRY, Objective
+
+    class Toy(Objective):
+        name = "toy_weights"
+        tuning_weights = {"partial": 0.1, "full": 0.03}
+
+    monkeypatch.setitem(_REGISTRY, "toy_weights", Toy)
+    assert [objectives.term_weight("toy_weights", None, tuning=t) for t in ("frozen", "partial", "full", None)] == [
+        1.0, 0.1, 0.03, 1.0]
+    assert objectives.term_weight("toy_weights", None, da_weight=0.5, tuning="full") == 0.5  # --da_weight wins
+    assert objectives.term_weight("toy_weights", 0.2, da_weight=0.5, tuning="full") == 0.2  # NAME:WEIGHT wins
+    assert "toy_weights 1 (frozen), 0.1 (partial), 0.03 (full)" in objectives.weights_help()
+    assert "; mcc 1;" in objectives.weights_help()  # one value for every tuning: no breakdown
+
+
 def test_checks_name_the_flag():
     with pytest.raises(ValueError, match="--objective cdan needs --target_file"):
         objectives.check("cdan", "frozen", has_target=False)

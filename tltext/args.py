@@ -30,7 +30,7 @@ class ModelArguments:
     objective: str = field(default="erm", metadata={"help": "One registered objective, or several with weights "
                            "joined by '+' (e.g. mmd:0.5+mcc). Registered: " + objectives.help_text()})
     da_weight: Optional[float] = field(default=None, metadata={"help": "Weight of every objective term given without "
-                                       "NAME:WEIGHT (default: each objective's own: 1.0 for cdan/mcc; dann and mmd 1.0 under --tuning frozen, 0.1 under partial/full)."})
+                                       "NAME:WEIGHT (default: each objective's own, per --tuning where it depends on it: " + objectives.weights_help() + ")."})
     da_warmup_ratio: float = field(default=0.0, metadata={"help": "MMD: linear ramp of the weight over this fraction of training."})
     mmd_kernels: int = field(default=5, metadata={"help": "Number of Gaussian kernels in MK-MMD."})
     self_training_threshold: float = field(default=0.9, metadata={"help": "self_training: keep a target pseudo-label "

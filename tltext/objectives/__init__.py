@@ -156,16 +156,33 @@ def describe(spec: str, da_weight: Optional[float] = None, tuning: Optional[str]
 def term_weight(name: str, given: Optional[float], da_weight: Optional[float] = None,
                 tuning: Optional[str] = None) -> float:
     """The weight a term runs with: ``NAME:WEIGHT`` as ``given``, else ``da_weight``
-    (``--da_weight``), else the objective's default: ``trainable_encoder_weight`` when it
-    has one and ``tuning`` is ``partial`` or ``full``, else ``default_weight``."""
+    (``--da_weight``), else the objective's default for ``tuning`` (``tuning_weights``, else
+    ``default_weight``)."""
     if given is not None:
         return given
     if da_weight is not None:
         return da_weight
     cls = get(name)
-    if tuning in ("partial", "full") and cls.trainable_encoder_weight is not None:
-        return cls.trainable_encoder_weight
-    return cls.default_weight
+    return cls.tuning_weights.get(tuning, cls.default_weight) if tuning is not None else cls.default_weight
+
+
+def weights_help() -> str:
+    """The default weight of every objective that adds a term, per ``--tuning`` where it depends
+    on it (the ``--da_weight`` help)."""
+    parts = []
+    for n in names():
+        c = get(n)
+        if not c.adds_term:
+            continue
+        by = {t: c.tuning_weights.get(t, c.default_weight) for t in ("frozen", "partial", "full")}
+        if len(set(by.values())) == 1:
+            parts.append(f"{n} {c.default_weight:g}")
+        else:
+            groups: Dict[float, List[str]] = {}
+            for t, w in by.items():
+                groups.setdefault(w, []).append(t)
+            parts.append(f"{n} " + ", ".join(f"{w:g} ({'/'.join(ts)})" for w, ts in groups.items()))
+    return "; ".join(parts)
 
 
 def help_text() -> str:

@@ -150,8 +150,8 @@ class Objective(nn.Module):
     - ``replaces_cross_entropy``: the source CE is not added (prototypes,
       contrastive); ``trains_classifier``: whether the linear head is trained;
     - ``frozen_adapter_dim``: default adapter width under ``--tuning frozen``;
-    - ``default_weight``; ``trainable_encoder_weight``: the default under ``--tuning partial``
-      / ``full`` when it differs (None: ``default_weight``); ``options``: the
+    - ``default_weight``; ``tuning_weights``: ``{tuning: weight}``, the default under those
+      ``--tuning`` values where it differs from ``default_weight``; ``options``: the
       ``ModelArguments`` fields it reads;
     - ``lp_ft_head``: on a trainable encoder the run starts its head from the linear probe
       (LP-FT) at the encoder's rate, and partial tuning keeps 5e-5 with no adapter: for terms
@@ -177,7 +177,7 @@ class Objective(nn.Module):
     trains_classifier: ClassVar[bool] = True
     frozen_adapter_dim: ClassVar[int] = 0
     default_weight: ClassVar[float] = 1.0
-    trainable_encoder_weight: ClassVar[Optional[float]] = None
+    tuning_weights: ClassVar[Dict[str, float]] = {}
     lp_ft_head: ClassVar[bool] = False
     options: ClassVar[Tuple[str, ...]] = ()
     adds_term: ClassVar[bool] = True

@@ -140,7 +140,7 @@ class DANN(Objective):
     tags = ("domain-adaptation", "dann")
     needs_target = True
     frozen_adapter_dim = 256
-    trainable_encoder_weight = 0.1
+    tuning_weights = {"partial": 0.1, "full": 0.1}
     options = ("da_weight", "discriminator_hidden_dim")
 
     def __init__(self, setup: ObjectiveSetup):

@@ -123,7 +123,7 @@ class MMD(Objective):
     tags = ("domain-adaptation", "mmd")
     needs_target = True
     frozen_adapter_dim = 256
-    trainable_encoder_weight = 0.1
+    tuning_weights = {"partial": 0.1, "full": 0.1}
     options = ("da_weight", "da_warmup_ratio", "mmd_kernels")
 
     def __init__(self, setup: ObjectiveSetup):
