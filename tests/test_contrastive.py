@@ -276,10 +276,11 @@ def test_wise_ft_alpha_is_checked_and_ignored_where_no_head_is_fitted(intents, t
             "--test_file", str(intents / "test.jsonl"), "--num_train_epochs", "1", "--disable_tqdm", "--report", "False", "--cache_dir", str(tmp_path / "cache")]
     with pytest.raises(ValueError, match=r"^--wise_ft_alpha must be in \(0, 1\] \(1: no interpolation\); got 0.0$"):
         run_and_capture(monkeypatch, "text", base + ["--wise_ft_alpha", "0", "--output_dir", str(tmp_path / "bad")])
-    run_and_capture(monkeypatch, "text", base + ["--tuning", "full", "--wise_ft_alpha", "0.5",
+    run_and_capture(monkeypatch, "text", base + ["--tuning", "full", "--wise_ft_alpha", "0.5", "--n_way", "5",
                                                  "--output_dir", str(tmp_path / "erm")])
     warned = json.loads((tmp_path / "erm" / "results.json").read_text())["warnings"]
-    assert [w for w in warned if "--wise_ft_alpha" in w] == [
+    assert [w for w in warned if "is ignored" in w] == [
+        "--n_way 5 is ignored: no term of --objective erm reads it",  # --eval_episodes is 0: nothing else reads it
         "--wise_ft_alpha 0.5 is ignored: it interpolates a trained encoder before a head is computed from its "
         "features, and this run (--tuning full --objective erm) has no such head"]
 
@@ -323,17 +324,24 @@ def test_resolved_defaults_sampler_batch_and_head_are_reported_as_run(intents, t
         "--model_name_or_path", tiny_bert_dir, "--train_file", str(intents / "train.jsonl"),
         "--test_file", str(intents / "test.jsonl"), "--shots_per_class", "4", "--seed", "2",
         "--objective", "contrastive", "--tuning", "full", "--num_train_epochs", "2", "--learning_rate", "1e-3",
-        "--validation_split_percentage", "0", "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"),
-        "--disable_tqdm", "--report", "False"])
+        "--validation_split_percentage", "0", "--head_dropout", "0.3", "--output_dir", str(out),
+        "--cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "--report", "False"])
     res = json.loads((out / "results.json").read_text())
+    assert [w for w in res["warnings"] if "is ignored" in w] == [
+        "--head_dropout 0.3 is ignored: this run (--tuning full --objective contrastive) trains no head or adapter for "
+        "it to act on"]
     # the flags were left unset: what ran is recorded, not null
     assert res["args"]["contrastive_iterations"] is None
     assert res["objective_terms"][0]["settings"] == {"contrastive_iterations": DEFAULT_ITERATIONS["supcon"],
                                                     "contrastive_batch_size": DEFAULT_BATCH["supcon"]}
     tr = res["training"]
-    assert tr["batch_sampler"] == (f"class-balanced batches of up to {DEFAULT_BATCH['supcon']} examples, {PER_CLASS} "
-                                   f"per class, {DEFAULT_ITERATIONS['supcon']} pass(es) over the training set per epoch")
+    assert tr["batch_sampler"] == (f"class-balanced batches of up to {DEFAULT_BATCH['supcon']} examples in chunks of "
+                                   f"{PER_CLASS} of one class (a class's leftover single example joins its last chunk), "
+                                   f"{DEFAULT_ITERATIONS['supcon']} pass(es) over the training set per epoch")
     assert tr["global_batch_size"] == 12 and tr["wise_ft_alpha"] == 1.0  # 12 shots fit one batch
+    # the head was fitted, not trained: no head rate, no dropout, no per-device batch is claimed
+    assert "head_learning_rate" not in tr and tr["head_dropout"] is None and "per_device_train_batch_size" not in tr
+    assert tr["head"].startswith("scikit-learn LogisticRegression (lbfgs, L2, C=1, no cross-validation) fitted after")
     summary, card = capsys.readouterr().out, (out / "model" / "README.md").read_text()
     assert (f"objective defaults as resolved for this run: --contrastive_iterations {DEFAULT_ITERATIONS['supcon']}, "
             f"--contrastive_batch_size {DEFAULT_BATCH['supcon']}") in summary
@@ -341,6 +349,9 @@ def test_resolved_defaults_sampler_batch_and_head_are_reported_as_run(intents, t
         assert "global batch 12 on average over 1 process(es), from the objective's batch sampler (class-balanced" in text
         assert "per device 16" not in text and "WiSE-FT (Wortsman et al. 2022): off" in text
     assert f"| contrastive_iterations | {DEFAULT_ITERATIONS['supcon']} |" in card
-    assert "| head_dropout | 0 |" in card  # the head is computed from the features: no dropout in the saved model
+    assert "| learning_rate | 0.001 (no head trained) |" in card and "head: scikit-learn LogisticRegression" in card
+    for row in ("| head_dropout |", "| per_device_train_batch_size |", "| group_by_length |"):
+        assert row not in card  # none of them acted in this run
+    assert "2 optimizer steps in 2 epoch(s)" in summary
     # nothing is scored between epochs (no validation, target or oracle), so the head is fitted once, at the end
     assert len(installs) == 1

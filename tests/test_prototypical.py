@@ -285,11 +285,31 @@ def test_objective_derives_episodes_from_training_labels():
     assert obj.settings() == {}  # nothing resolved before the sampler is built
     s = obj.batch_sampler(labels, seed=0)
     assert (obj.n_way, obj.k_shot, obj.n_query) == (8, 3, 2) and (s.n_way, s.k_shot, s.n_query) == (8, 3, 2)
-    assert obj.settings() == {"n_way": 8, "k_shot": 3, "n_query": 2}  # results.json records these, not the null flags
-    assert s.description == "8-way 3-shot episodes with 2 queries per class, 100 per epoch"
+    # results.json records these, not the null flags; on a trainable encoder an epoch is one pass: 40 / (8 x 5)
+    assert obj.settings() == {"n_way": 8, "k_shot": 3, "n_query": 2, "episodes_per_epoch": 1}
+    assert s.description == "8-way 3-shot episodes with 2 queries per class, 1 per epoch" and len(s) == 1
     ep = next(iter(s))
     assert len(ep) == 8 * 5 and len({labels[i] for i in ep}) == 8
     assert obj.log_scale.requires_grad and math.isclose(float(obj.scale.detach()), Prototypes.INIT_SCALE, rel_tol=1e-6)
+
+
+def test_episodes_per_epoch_default_and_episode_errors_name_the_flags():
+    from tltext.objectives.prototypes import FROZEN_EPISODES, episodes_per_epoch
+
+    # BANKING77 at 10 shots: 770 texts, 64-way 5 + 5 episodes -> 2 episodes per epoch; a frozen adapter keeps 100
+    assert episodes_per_epoch(770, 64, 5, 5, trains_encoder=True) == 2
+    assert episodes_per_epoch(770, 64, 5, 5, trains_encoder=False) == FROZEN_EPISODES == 100
+    labels = [c for c in range(8) for _ in range(5)]
+    with pytest.raises(ValueError, match=r"^prototypes: episodes of --k_shot 5 \+ --n_query 1 need 6 training examples "
+                                         r"per class in at least 2 classes; 0 of 8 classes have them \(smallest class: 5\)$"):
+        episode_shape(labels, k_shot=5)
+    with pytest.raises(ValueError, match=r"in --n_way 9 classes; 8 of 8 classes have them"):
+        episode_shape(labels, n_way=9)
+    from tltext.args import ModelArguments
+    from tltext.objectives import ObjectiveSetup
+
+    with pytest.raises(ValueError, match=r"^--episodes_per_epoch must be >= 1; got 0$"):
+        Prototypes(ObjectiveSetup(feature_dim=4, num_classes=8, tuning="full", args=ModelArguments(episodes_per_epoch=0)))
 
 
 def test_episodic_evaluation_protocol():

@@ -54,7 +54,10 @@ class ModelArguments:
                                   "m = min(10, smallest class count), e.g. 5 for --shots_per_class 10; --eval_episodes: 5)."})
     n_query: Optional[int] = field(default=None, metadata={"help": "prototypes: query items per class (default m - k_shot; "
                                    "--eval_episodes: 5)."})
-    episodes_per_epoch: int = field(default=100)
+    episodes_per_epoch: Optional[int] = field(default=None, metadata={"help": "prototypes: training episodes per "
+                                              "epoch (default: one pass over the training set when the encoder trains, "
+                                              "ceil(examples / (n_way x (k_shot + n_query))); 100 for a frozen "
+                                              "encoder's --adapter_dim adapter, whose steps are cheap)."})
     contrastive_loss: str = field(default="supcon", metadata={"help": "contrastive: supcon (Khosla et al. 2020, class-balanced "
                                   "batches) or pairs (SetFit: CosineSimilarityLoss on positive/negative pairs)."})
     contrastive_temperature: float = field(default=0.1, metadata={"help": "contrastive supcon: temperature tau of the similarities."})
@@ -63,7 +66,8 @@ class ModelArguments:
                                         f"over the training set (default {_ITERATIONS['supcon']})."})
     contrastive_batch_size: Optional[int] = field(default=None, metadata={"help": "contrastive: texts per step (pairs: 2 per pair, "
                                         f"default {_BATCH['pairs']} = SetFit's {_BATCH['pairs'] // 2} pairs; supcon: default {_BATCH['supcon']} = "
-                                        f"{_BATCH['supcon'] // _PER_CLASS} classes x {_PER_CLASS})."})
+                                        f"{_BATCH['supcon'] // _PER_CLASS} classes x {_PER_CLASS}; a class's leftover single example joins its last "
+                                        f"chunk, so 5 shots make one chunk of 5)."})
     contrastive_head: str = field(default="logreg", metadata={"help": "contrastive: head fitted on the tuned training features: "
                                   "logreg (scikit-learn LogisticRegression, C=1) or prototype (cosine nearest centroid)."})
     layer_weighting: bool = field(default=False, metadata={"help": "Speech: learnable weighted sum of hidden layers (SUPERB)."})
@@ -86,7 +90,9 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     train_file: Optional[str] = field(default=None, metadata={"help": "Labelled source data: JSONL/CSV/Parquet, a folder or a datasets name."})
-    validation_file: Optional[str] = field(default=None)
+    validation_file: Optional[str] = field(default=None, metadata={"help": "Labelled validation data (same format "
+                                           "as --train_file) for model selection; without it, "
+                                           "--validation_split_percentage of the training data is held out."})
     test_file: Optional[str] = field(default=None, metadata={"help": "Labelled test data (the target domain's for DA)."})
     target_file: Optional[str] = field(default=None, metadata={"help": "Unlabelled target-domain data for DA (labels there are ignored)."})
     text_column: str = field(default="text")
@@ -107,7 +113,8 @@ class DataArguments:
     max_duration_seconds: Optional[float] = field(default=None)
     validation_split_percentage: float = field(default=10.0)
     shots_per_class: Optional[int] = field(default=None, metadata={"help": "Build a K-shot training set (stratified, by seed)."})
-    allow_fewer_shots: bool = field(default=False)
+    allow_fewer_shots: bool = field(default=False, metadata={"help": "--shots_per_class: use every example of a "
+                                    "class that has fewer than K (default: a one-line error naming the class)."})
     max_train_samples: Optional[int] = field(default=None)
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Score only the first N rows of "
                                             "--test_file (the validation data is not truncated)."})
@@ -122,7 +129,8 @@ class TrainArguments:
     learning_rate: Optional[float] = field(default=None, metadata={"help": "Default 1e-3 for frozen, 1e-4 for partial (5e-5 with an LP-FT head: the objectives " + _LP_FT + ", and speech and image encoders with loaded weights), 5e-5 for full."})
     head_learning_rate: Optional[float] = field(default=None, metadata={"help": "Head/adapter/discriminator lr (default: lr if frozen, 10x lr otherwise; an LP-FT head takes "
                                     "--learning_rate, the objective's own new parts such as a discriminator keep 10x)."})
-    num_train_epochs: float = field(default=3.0)
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Passes over the training data (fractions "
+                                    "allowed; an objective with its own batch sampler defines its epoch)."})
     head_init: Optional[str] = field(default=None, metadata={"help": "partial/full with cross-entropy: 'probe' starts "
                            "the head from the linear probe on the pretrained embeddings (LP-FT, Kumar et al. 2022; head "
                            "lr = --learning_rate unless --head_learning_rate), 'random' from a random head (head lr "

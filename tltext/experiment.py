@@ -386,7 +386,7 @@ def print_summary(res: Dict[str, Any]) -> None:
                      f"{tr['fit']}")
     elif tr:
         lines.append(f"ran: {tr.get('device')} x {tr.get('num_processes')} process(es), precision {tr.get('precision')}, "
-                     + batch_text(tr)
+                     + batch_text(tr) + (f" in {len(res['history'])} epoch(s)" if res.get("history") else "")
                      + (f", {tr['skipped_fp16_steps']} fp16 overflow steps skipped" if tr.get("skipped_fp16_steps") else ""))
         if tr.get("learning_rate") is not None:
             lines.append(f"learning rate: {tr['learning_rate']:g}"

@@ -304,19 +304,24 @@ def _hyperparameters(res: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
     a = dict(res.get("args", {}))
     ctx = {"tuning": res.get("tuning", a.get("tuning")), "objective": res.get("objective", a.get("objective")),
            "modality": res.get("modality")}
-    for k in ("adapter_dim", "head_dropout"):  # as built (a head computed from features has no dropout)
-        if config.get(k) is not None:
-            a[k] = config[k]
+    if config.get("adapter_dim") is not None:
+        a["adapter_dim"] = config["adapter_dim"]
     for term in _terms(res):  # values an objective resolved for its unset flags (Objective.settings)
         a.update({k: v for k, v in (term.get("settings") or {}).items() if a.get(k) is None})
     tr = res.get("training") or {}
+    if "head_dropout" in tr:  # the dropout that acted in training (None: no head or adapter trained)
+        a["head_dropout"] = tr["head_dropout"]
+    if tr.get("batch_sampler"):  # the objective's sampler made the batches
+        for k in ("per_device_train_batch_size", "group_by_length"):
+            a.pop(k, None)
     probe = fitted_in_closed_form(tr) or str(tr.get("fit", "")).startswith("nothing trained")
     if "learning_rate" in a and tr.get("learning_rate"):  # the rates that ran, head and objective parts included
         objective_lr = (f", objective's own parts {tr['objective_learning_rate']:g}"
                         if tr.get("objective_learning_rate") is not None else "")
         default = "default for this tuning; " if a.get("learning_rate") is None else ""
-        a["learning_rate"] = (f"{tr['learning_rate']:g} ({default}head "
-                              f"{tr.get('head_learning_rate', tr['learning_rate']):g}{objective_lr})")
+        head_lr = (f"head {tr['head_learning_rate']:g}" if tr.get("head_learning_rate") is not None
+                   else "no head trained")  # a head computed from the features takes no steps
+        a["learning_rate"] = f"{tr['learning_rate']:g} ({default}{head_lr}{objective_lr})"
         a.pop("head_learning_rate", None)
     elif a.get("learning_rate") is None and "learning_rate" in a:
         a["learning_rate"] = "tltext default for this tuning"

@@ -34,7 +34,7 @@ from . import objectives
 from .args import DataArguments, ModelArguments, TrainArguments
 from .results import CLOSED_FORM_FIT, RunArtifacts, RunResult
 
-#: prototype flags that --eval_episodes also reads (never "ignored" by a non-prototype objective)
+#: prototype flags that --eval_episodes also reads (not "ignored" by a non-prototype objective when it is set)
 _EVAL_EPISODE_FLAGS = ("n_way", "k_shot", "n_query")
 
 SECRET_ARGS = ("hub_token",)
@@ -451,7 +451,16 @@ class Trainer:
             d, default = model.config.adapter_dim, f"the default for --tuning {m.tuning}"
             self._head_init = (f"random, behind a {d}-wide adapter ({f'--adapter_dim {d}' if m.adapter_dim else default})"
                                if d else f"random ({'--head_init random' if t.head_init else default})")
-        self._learning_rates = {"learning_rate": lr, "head_learning_rate": head_lr}  # as used (results.json)
+        head_trains = any(p.requires_grad for mod in head_modules for p in mod.parameters())
+        self._learning_rates = {"learning_rate": lr, **({"head_learning_rate": head_lr} if head_trains else {})}  # as used
+        # the dropout before the head / inside the adapter only acts where one of them trains
+        self._head_dropout = m.head_dropout if head_trains else None
+        given = {"head_dropout": m.head_dropout if m.head_dropout != ModelArguments.head_dropout else None,
+                 "head_learning_rate": t.head_learning_rate}
+        for flag, value in given.items():
+            if value is not None and not head_trains:
+                warnings.warn(f"--{flag} {value:g} is ignored: this run (--tuning {m.tuning} --objective {m.objective}) "
+                              "trains no head or adapter for it to act on", UserWarning, stacklevel=2)
         if any(p.requires_grad for p in objective.parameters()):
             self._learning_rates["objective_learning_rate"] = objective_lr
         plan = plan_tuning(backbone, head_modules, m.tuning, lr, head_lr, t.weight_decay, m.unfreeze_top_k,
@@ -513,6 +522,7 @@ class Trainer:
         t = self.t
         set_seed(t.seed)
         self._probe, self._head_init, self._nothing_trained, self._wise_ft = None, None, False, None
+        self._head_text, self._head_dropout = None, None
         model, objective, plan, inputs = self._build(m, backbone)
         y = self.splits["train"].labels
         tm = TrainingModule(model, objective)
@@ -549,6 +559,7 @@ class Trainer:
             self._wise_ft = alpha  # 1.0 recorded too: the card then says WiSE-FT was off
         self._install_head(model, objective, inputs)
         self._objective_settings = objective.settings()
+        self._head_text = objective.head_description() if objective.builds_head else None
         return model, fit, inputs
 
     @staticmethod
@@ -567,7 +578,8 @@ class Trainer:
         learning rates, WiSE-FT, the objective's resolved settings), restored when the guard
         keeps the source-only model."""
         return (self._probe, self._head_init, self._nothing_trained, getattr(self, "_learning_rates", None),
-                getattr(self, "_wise_ft", None), getattr(self, "_objective_settings", None))
+                getattr(self, "_wise_ft", None), getattr(self, "_objective_settings", None),
+                getattr(self, "_head_text", None), getattr(self, "_head_dropout", None))
 
     def _is_probe(self, m: ModelArguments, model, objective) -> bool:
         return bool(self.t.linear_probe and m.tuning == "frozen" and not model.config.adapter_dim
@@ -662,7 +674,8 @@ class Trainer:
         with warnings.catch_warnings(record=True) as caught:  # tltext's own warnings go into results.json too
             warnings.simplefilter("always", UserWarning)
             defaults = {f.name: f.default for f in fields(ModelArguments) if f.default is not MISSING}
-            for flag in objectives.ignored_options(m.objective, m, defaults, read_elsewhere=_EVAL_EPISODE_FLAGS):
+            read_elsewhere = _EVAL_EPISODE_FLAGS if t.eval_episodes else ()
+            for flag in objectives.ignored_options(m.objective, m, defaults, read_elsewhere=read_elsewhere):
                 warnings.warn(f"--{flag} {getattr(m, flag)} is ignored: no term of --objective {m.objective} reads it",
                               UserWarning, stacklevel=2)
             if t.wise_ft_alpha not in (None, 1.0) and not self._wise_ft_applies(m):
@@ -685,7 +698,7 @@ class Trainer:
             if guard["kept"] == "source_only":
                 model, fit, inputs = so_model, so_fit, so_inputs
                 (self._probe, self._head_init, self._nothing_trained, self._learning_rates, self._wise_ft,
-                 self._objective_settings) = so_state
+                 self._objective_settings, self._head_text, self._head_dropout) = so_state
         self.model = model
         res = self._result(fit)
         if guard is not None:
@@ -832,8 +845,13 @@ class Trainer:
             training["head_init"] = self._head_init
         if getattr(self, "_wise_ft", None) is not None:
             training["wise_ft_alpha"] = self._wise_ft
-        if fit.batch_sampler:
+        if fit.batch_sampler:  # the objective's sampler made the batches: the per-device size and grouping played no part
             training["batch_sampler"] = fit.batch_sampler
+            training.pop("per_device_train_batch_size")
+        if fit.steps:
+            training["head_dropout"] = getattr(self, "_head_dropout", None)
+        if getattr(self, "_head_text", None):
+            training["head"] = self._head_text
         if fit.steps and getattr(self, "_learning_rates", None):
             training.update(self._learning_rates)
         if getattr(self, "_nothing_trained", False):

@@ -272,6 +272,11 @@ class ObjectiveSet(nn.Module):
     def builds_head(self) -> bool:
         return builds_head(self.spec)
 
+    def head_description(self) -> Optional[str]:
+        """How the first term that computes the head from features computes it (None: none does)."""
+        return next((t.head_description() for t in self.terms
+                     if type(t).head_from_features is not Objective.head_from_features), None)
+
 
 __all__ = ["Objective", "ObjectiveSetup", "ObjectiveSet", "Step", "TermOutput", "register", "names", "get",
            "parse_spec", "check", "describe", "help_text", "needs_target", "lp_ft_head", "frozen_adapter_dim",

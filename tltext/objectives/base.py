@@ -212,6 +212,11 @@ class Objective(nn.Module):
         training (and before each validation), or None to keep the trained head."""
         return None
 
+    def head_description(self) -> str:
+        """One line saying how ``head_from_features`` computes the head (results.json
+        ``training.head``, the summary and the card); for objectives that define it."""
+        return f"computed from the training features after training ({self.name})"
+
     @classmethod
     def applied_options(cls, args: Any) -> Tuple[str, ...]:
         """The ``options`` that change a run with these ``ModelArguments`` (default: all

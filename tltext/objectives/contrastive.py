@@ -112,8 +112,9 @@ class ClassBalancedBatchSampler(_EpochSampler):
     @property
     def description(self) -> str:
         """One line for the summary and the card (results.json ``training.batch_sampler``)."""
-        return (f"class-balanced batches of up to {self.batch_size} examples, {self.per_class} per class, "
-                f"{self.passes} pass(es) over the training set per epoch")
+        return (f"class-balanced batches of up to {self.batch_size} examples in chunks of {self.per_class} of one "
+                f"class (a class's leftover single example joins its last chunk), {self.passes} pass(es) over the "
+                "training set per epoch")
 
     def _batches(self, rng: np.random.Generator) -> List[List[int]]:
         chunks: List[List[int]] = []
@@ -271,6 +272,14 @@ class Contrastive(Objective):
         if loss is None:
             return skipped(f, "no two examples of one class in the batch")
         return TermOutput(self.weight * loss, {"supcon": loss.detach()})
+
+    def head_description(self) -> str:
+        if self.head == "prototype":
+            return ("cosine nearest-centroid head (--contrastive_head prototype): the mean of each class's unit-normalised "
+                    "tuned training features, computed after training; nothing in it was trained")
+        return ("scikit-learn LogisticRegression (lbfgs, L2, C=1, no cross-validation) fitted after training on the "
+                "tuned encoder's features of all training examples (--contrastive_head logreg); "
+                "the head itself takes no gradient steps")
 
     def head_from_features(self, features: Tensor, labels: Tensor, num_classes: int):
         if self.head == "prototype":

@@ -216,6 +216,7 @@ class EpisodeSampler(Sampler[List[int]]):
 MAX_WAY = 64  # default N-way: every class with >= 2 examples, at most this many per episode
 MAX_PER_CLASS = 10  # default items (support + query) per class and episode, at most this many
 EVAL_SHAPE = (5, 5, 5)  # --eval_episodes default: 5-way 5-shot, 5 queries per class
+FROZEN_EPISODES = 100  # default episodes per epoch for an adapter over cached embeddings (cheap steps)
 
 
 def episode_shape(labels: Sequence[int], n_way: Optional[int] = None, k_shot: Optional[int] = None,
@@ -239,8 +240,25 @@ def episode_shape(labels: Sequence[int], n_way: Optional[int] = None, k_shot: Op
     m = int(min(MAX_PER_CLASS, usable.min()))
     k = int(k_shot) if k_shot is not None else math.ceil(m / 2)
     q = int(n_query) if n_query is not None else max(1, m - k)
-    n = int(n_way) if n_way is not None else min(MAX_WAY, int((counts >= k + q).sum()))
+    if k < 1 or q < 1:
+        raise ValueError(f"prototypes: --k_shot and --n_query must be >= 1; got {k} and {q}")
+    have = int((counts >= k + q).sum())
+    n = int(n_way) if n_way is not None else min(MAX_WAY, have)
+    if n < 2 or n > have:
+        raise ValueError(f"prototypes: episodes of --k_shot {k} + --n_query {q} need {k + q} training examples per class "
+                         f"in {'--n_way ' + str(n) if n_way is not None else 'at least 2'} classes; {have} of "
+                         f"{int((counts > 0).sum())} classes have them (smallest class: {int(counts[counts > 0].min())})")
     return n, k, q
+
+
+def episodes_per_epoch(num_examples: int, n_way: int, k_shot: int, n_query: int, trains_encoder: bool) -> int:
+    """The default ``--episodes_per_epoch``: ``FROZEN_EPISODES`` for an adapter over cached
+    embeddings; on a trainable encoder, one pass over the training set,
+    ``ceil(num_examples / (n_way * (k_shot + n_query)))`` (every episode runs the encoder on all
+    its texts, so 100 episodes of 64 x 5 texts would take hours on a CPU)."""
+    if not trains_encoder:
+        return FROZEN_EPISODES
+    return max(1, math.ceil(num_examples / (n_way * (k_shot + n_query))))
 
 
 def episodic_evaluation(features: Tensor, labels: Sequence[int], episodes: int, seed: int, n_way: Optional[int] = None,
@@ -272,7 +290,9 @@ class Prototypes(Objective):
     learnable scale as in Oreshkin et al. 2018). Each batch is an N-way K-shot episode
     (``episode_shape``: by default every class (at most 64) with the K of
     ``--shots_per_class`` split into ceil(K/2) support + the rest query; ``--n_way``,
-    ``--k_shot``, ``--n_query`` override, ``--episodes_per_epoch`` episodes an epoch);
+    ``--k_shot``, ``--n_query`` override; ``--episodes_per_epoch`` episodes an epoch, by default one
+    pass over the training set on a trainable encoder and 100 for a frozen encoder's adapter:
+    ``episodes_per_epoch``);
     the loss is CE over ``s * cos(f(q), c_k)``, replacing the source CE. After training
     (and before each validation) the head becomes the cosine nearest-centroid linear
     head of ALL training examples (``cosine_prototype_head``, scaled by ``s``).
@@ -283,7 +303,8 @@ class Prototypes(Objective):
 
     name = "prototypes"
     paper = "Snell et al., Prototypical Networks for Few-shot Learning, NeurIPS 2017"
-    description = "prototypical networks: cosine episodes over all classes, nearest class-mean head (frozen: no training)"
+    description = ("prototypical networks: cosine episodes over every class (at most 64), nearest class-mean head "
+                   "(frozen: no training)")
     tags = ("few-shot", "prototypical-networks")
     replaces_cross_entropy = True
     trains_classifier = False
@@ -295,7 +316,10 @@ class Prototypes(Objective):
         super().__init__(setup)
         a = setup.args
         self.n_way, self.k_shot = getattr(a, "n_way", None), getattr(a, "k_shot", None)
-        self.n_query, self.episodes = getattr(a, "n_query", None), getattr(a, "episodes_per_epoch", 100)
+        self.n_query, self.episodes = getattr(a, "n_query", None), getattr(a, "episodes_per_epoch", None)
+        if self.episodes is not None and int(self.episodes) < 1:
+            raise ValueError(f"--episodes_per_epoch must be >= 1; got {self.episodes}")
+        self.trains_encoder = setup.tuning != "frozen"
         model = setup.model
         self.trains = not (setup.tuning == "frozen" and model is not None
                            and not any(p.numel() for p in model.adapter.parameters()))
@@ -314,6 +338,8 @@ class Prototypes(Objective):
         if not self.trains:
             return None
         self.n_way, self.k_shot, self.n_query = episode_shape(labels, self.n_way, self.k_shot, self.n_query)
+        if self.episodes is None:
+            self.episodes = episodes_per_epoch(len(labels), self.n_way, self.k_shot, self.n_query, self.trains_encoder)
         return EpisodeSampler(labels, self.n_way, self.k_shot, self.n_query, self.episodes, seed=seed)
 
     def settings(self) -> Dict[str, Any]:
@@ -321,7 +347,7 @@ class Prototypes(Objective):
         when nothing trains)."""
         if not self.trains or self.k_shot is None:
             return {}
-        return {"n_way": self.n_way, "k_shot": self.k_shot, "n_query": self.n_query}
+        return {"n_way": self.n_way, "k_shot": self.k_shot, "n_query": self.n_query, "episodes_per_epoch": self.episodes}
 
     def forward(self, step: Step) -> TermOutput:
         feats = step.source_features.float()
@@ -329,6 +355,10 @@ class Prototypes(Objective):
         n_sup = len(classes) * self.k_shot
         loss, acc = self.loss(feats[:n_sup], rel[:n_sup], feats[n_sup:], rel[n_sup:], scale=self.scale)
         return TermOutput(self.weight * loss, {"episode_acc": acc, "scale": self.scale.detach()})
+
+    def head_description(self) -> str:
+        return (f"cosine nearest-centroid head: the mean of each class's unit-normalised training features (normalised), scaled by "
+                f"s = {float(self.scale.detach()):.3g}{' (learned)' if self.trains else ''}, computed after training")
 
     def head_from_features(self, features: Tensor, labels: Tensor, num_classes: int):
         return cosine_prototype_head(features, labels, num_classes, scale=float(self.scale.detach()))
