@@ -6,7 +6,8 @@ ablations, so their numbers and the exact flags they ran with are kept in benchm
 
 Writes benchmarks/results/NAME.{json,md}: per run the test and validation accuracy, the
 training seconds, the learning rates that ran and the recipe flags (``args`` of results.json
-that differ from the recipe defaults), through a temp file + rename.
+that differ from the recipe defaults, leaving out objective flags the run's objective does not
+read), through a temp file + rename.
 """
 from __future__ import annotations
 
@@ -51,7 +52,13 @@ def _value(key: str, v: Any) -> str:
 def row(path: str, defaults: Dict[str, Any]) -> Dict[str, Any]:
     r = json.load(open(os.path.join(path, "results.json")))
     a, t = r.get("args", {}), r.get("training", {})
-    keys = [k for k in SHOWN if k in a] + sorted(k for k in a if k not in SHOWN and k not in NOT_SHOWN)
+    from types import SimpleNamespace
+
+    from tltext import objectives
+
+    # objective flags no term of the run's objective read (their defaults may have changed since)
+    unread = objectives.all_options() - set(objectives.applied_options(a.get("objective", "erm"), SimpleNamespace(**a)))
+    keys = [k for k in SHOWN if k in a] + sorted(k for k in a if k not in SHOWN and k not in NOT_SHOWN and k not in unread)
     flags = " ".join(f"--{k} {_value(k, a[k])}" for k in keys
                      if a[k] is not None and (k.endswith("_file") or a[k] != defaults.get(k)))
     name = os.path.basename(os.path.normpath(path))

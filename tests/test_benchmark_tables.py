@@ -33,3 +33,15 @@ def test_flags_outside_the_shown_list_and_factory_defaults(tmp_path):
     assert not any(f.split()[0].lstrip("-") in ("metric", "output_dir", "report", "save_model", "disable_tqdm")
                    for f in flags), r["flags"]
     assert r["test_accuracy"] == 0.761 and r["learning_rates"] == {"learning_rate": 5e-5, "head_learning_rate": 5e-5}
+
+
+def test_objective_flags_the_objective_does_not_read_are_left_out(tmp_path):
+    defaults = collect_runs._defaults()
+    # a DANN run recorded before --episodes_per_epoch's default changed: prototypes' flag played no part
+    args = dict(defaults, train_file="/data/amazon/books.jsonl", objective="dann", da_weight=0.03, episodes_per_epoch=100,
+                n_way=5)
+    flags = collect_runs.row(_results(tmp_path, args), defaults)["flags"]
+    assert "--da_weight 0.03" in flags and "episodes_per_epoch" not in flags and "n_way" not in flags
+    args["objective"] = "prototypes"
+    (tmp_path / "p").mkdir()
+    assert "--episodes_per_epoch 100 --n_way 5" in collect_runs.row(_results(tmp_path / "p", args), defaults)["flags"]

@@ -51,12 +51,14 @@ def test_spec_weights_and_descriptions():
 
 
 def test_default_weight_and_head_depend_on_the_tuning_through_the_registry():
-    # the alignment terms run at a tenth of their frozen weight on a trainable encoder, unless given
-    for tuning, w in (("frozen", 1.0), ("partial", 0.1), ("full", 0.1), (None, 1.0)):
-        assert [t["weight"] for t in objectives.describe("dann+mmd+mcc", tuning=tuning)] == [w, w, 1.0]
+    # the alignment terms run at a tenth of their frozen weight on a trainable encoder, DANN at 0.03 under full
+    # tuning (pilots_full_dann_weight003.md), unless given
+    for tuning, dann, mmd in (("frozen", 1.0, 1.0), ("partial", 0.1, 0.1), ("full", 0.03, 0.1), (None, 1.0, 1.0)):
+        assert [t["weight"] for t in objectives.describe("dann+mmd+mcc", tuning=tuning)] == [dann, mmd, 1.0]
     assert [t["weight"] for t in objectives.describe("dann:0.7+mmd", da_weight=0.3, tuning="partial")] == [0.7, 0.3]
     ours = objectives.ObjectiveSet("dann+mcc", objectives.ObjectiveSetup(feature_dim=8, num_classes=2, tuning="full"))
-    assert [t.weight for t in ours.terms] == [0.1, 1.0]
+    assert [t.weight for t in ours.terms] == [0.03, 1.0]
+    assert "dann 1 (frozen), 0.1 (partial), 0.03 (full); " in objectives.weights_help()
     # LP-FT head: any term that reads target predictions; the feature-alignment terms take source-only's recipe
     assert objectives.lp_ft_head("mmd+mcc") and objectives.lp_ft_head("mlm+self_training")
     assert not objectives.lp_ft_head("dann") and not objectives.lp_ft_head("erm+mmd")

@@ -127,12 +127,12 @@ class DANN(Objective):
     """CE + L_d with the features' gradient reversed with coefficient lambda(p)
     (Ganin et al. 2016, eq. 9-10; the schedule of ``dann_coefficient``). The
     discriminator itself learns at full strength; ``weight`` is lambda_max: 1 over a frozen
-    encoder's cached embeddings, 0.1 when the encoder trains (``--tuning partial`` / ``full``),
-    where the reversed gradient reaches the transformer itself. On Amazon books <-> kitchen
-    (partial, 3 seeds) lambda_max 1 lost 5-11 points against source-only and 0.1 gained
-    +0.3 / +0.8 (benchmarks/results/pilots_partial_dann_sorecipe.md); under full tuning 0.1 still
-    lost 3.1 on books -> kitchen (seed 1) while gaining 4.95 on kitchen -> books
-    (pilots_full_alignment.md)."""
+    encoder's cached embeddings, 0.1 under ``--tuning partial`` and 0.03 under ``full``, where
+    the reversed gradient reaches every transformer layer. On Amazon books <-> kitchen (3 seeds,
+    paired with source-only): partial at lambda_max 1 lost 5-11 points and 0.1 gained +0.3 / +0.8
+    (benchmarks/results/pilots_partial_dann_sorecipe.md); full at 0.1 lost 2.0 on books -> kitchen
+    while gaining 3.6 on kitchen -> books (pilots_full_alignment.md), full at 0.03 scores -0.02 /
+    +1.15 (pilots_full_dann_weight003.md): no pair loses."""
 
     name = "dann"
     paper = "Ganin et al., Domain-Adversarial Training of Neural Networks, JMLR 2016"
@@ -140,7 +140,7 @@ class DANN(Objective):
     tags = ("domain-adaptation", "dann")
     needs_target = True
     frozen_adapter_dim = 256
-    tuning_weights = {"partial": 0.1, "full": 0.1}
+    tuning_weights = {"partial": 0.1, "full": 0.03}
     options = ("da_weight", "discriminator_hidden_dim")
 
     def __init__(self, setup: ObjectiveSetup):
