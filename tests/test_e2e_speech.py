@@ -157,6 +157,8 @@ def test_two_stage_and_freeze_feature_encoder(manifest, pretrained_dir, tmp_path
     assert bb["speed_perturbation"] == [0.9, 1.1] and bb["noise_snr_db"] == [20.0, 30.0]
     assert bb["encoder"]["mask_time_prob"] == 0.05
     assert r2["args"]["speed_perturbation"] == [0.9, 1.1] and r2["args"]["mask_time_prob"] == 0.05
+    # the backbone reads --mask_time_prob (SpecAugment) whatever the objective: no "ignored" warning
+    assert not [w for w in r2["warnings"] if "mask_time_prob" in w], r2["warnings"]
     w2 = _encoder_weights(s2 / "model")
     for frozen in ("feature_extractor.", "feature_projection.", "encoder.pos_conv_embed.", "encoder.layers.0."):
         assert _same(w1, w2, frozen), frozen

@@ -5,10 +5,14 @@ Flag names follow the Hugging Face examples (``--model_name_or_path``,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from . import objectives
 from .objectives import contrastive as contrastive_defaults
+
+#: objective options that a backbone of the modality reads too (the speech encoder's SpecAugment
+#: time masking in fine-tuning): never "ignored" there, whatever the objective
+BACKBONE_OPTIONS: Dict[str, Tuple[str, ...]] = {"speech": ("mask_time_prob",)}
 
 TUNINGS = ("frozen", "partial", "full")
 #: objectives that start a trainable encoder's head from the linear probe (``Objective.lp_ft_head``)

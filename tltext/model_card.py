@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from . import objectives
+from .args import BACKBONE_OPTIONS
 from .results import batch_text, fitted_in_closed_form, wise_ft_text
 
 PIPELINE_TAGS = {"text": "text-classification", "speech": "audio-classification", "image": "image-classification"}
@@ -338,7 +339,7 @@ def _hyperparameters(res: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
             continue
         if k not in a or (k in _ONLY_FOR and ctx.get(_ONLY_FOR[k][0]) not in _ONLY_FOR[k][1]):
             continue
-        if k in objective_keys and k not in opts and k != "mask_time_prob":  # also a backbone flag (SpecAugment)
+        if k in objective_keys and k not in opts and k not in BACKBONE_OPTIONS.get(ctx["modality"], ()):
             continue
         if a[k] is None or (k == "gradual_unfreeze" and not a[k]) or (k == "layerwise_lr_decay" and a[k] == 1.0) \
                 or (k == "da_warmup_ratio" and not a[k]):

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from . import objectives
-from .args import DataArguments, ModelArguments, TrainArguments
+from .args import BACKBONE_OPTIONS, DataArguments, ModelArguments, TrainArguments
 from .results import CLOSED_FORM_FIT, RunArtifacts, RunResult
 
 #: prototype flags that --eval_episodes also reads (not "ignored" by a non-prototype objective when it is set)
@@ -674,7 +674,7 @@ class Trainer:
         with warnings.catch_warnings(record=True) as caught:  # tltext's own warnings go into results.json too
             warnings.simplefilter("always", UserWarning)
             defaults = {f.name: f.default for f in fields(ModelArguments) if f.default is not MISSING}
-            read_elsewhere = _EVAL_EPISODE_FLAGS if t.eval_episodes else ()
+            read_elsewhere = (_EVAL_EPISODE_FLAGS if t.eval_episodes else ()) + BACKBONE_OPTIONS.get(self.modality, ())
             for flag in objectives.ignored_options(m.objective, m, defaults, read_elsewhere=read_elsewhere):
                 warnings.warn(f"--{flag} {getattr(m, flag)} is ignored: no term of --objective {m.objective} reads it",
                               UserWarning, stacklevel=2)
