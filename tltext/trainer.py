@@ -41,6 +41,23 @@ SECRET_ARGS = ("hub_token",)
 
 
 @dataclass
+class HeadFit:
+    """How one ``Trainer._train_one`` fitted the model, for results.json ``training``: the
+    frozen linear probe, how a trainable encoder's head started, whether nothing trained, the
+    learning rates and head dropout that acted, WiSE-FT, the objective's resolved settings and
+    how a computed head was computed. The guard restores the source-only run's when it keeps it."""
+
+    probe: Any = None
+    head_init: Optional[str] = None
+    nothing_trained: bool = False
+    learning_rates: Dict[str, float] = field(default_factory=dict)
+    head_dropout: Optional[float] = None
+    wise_ft: Optional[float] = None
+    objective_settings: List[Dict[str, Any]] = field(default_factory=list)
+    head_text: Optional[str] = None
+
+
+@dataclass
 class Split:
     """One split: ``inputs`` (raw items: texts, waveforms, images), label ids or
     None (unlabelled), where it came from, and ``pool = (all_inputs, indices)`` when
@@ -287,6 +304,7 @@ class Trainer:
                  accelerator: Any = None, fresh_backbone: Optional[Callable[[], Any]] = None,
                  label2id: Optional[Dict[str, int]] = None):
         self.m = model_args or ModelArguments()
+        self._head_fit = HeadFit()  # replaced by each _train_one
         if objective is not None:
             self.m = replace(self.m, objective=objective)
         if tuning is not None:
@@ -449,12 +467,12 @@ class Trainer:
             head_lr = t.head_learning_rate if t.head_learning_rate is not None else lr
         elif init == "random":
             d, default = model.config.adapter_dim, f"the default for --tuning {m.tuning}"
-            self._head_init = (f"random, behind a {d}-wide adapter ({f'--adapter_dim {d}' if m.adapter_dim else default})"
+            self._head_fit.head_init = (f"random, behind a {d}-wide adapter ({f'--adapter_dim {d}' if m.adapter_dim else default})"
                                if d else f"random ({'--head_init random' if t.head_init else default})")
         head_trains = any(p.requires_grad for mod in head_modules for p in mod.parameters())
-        self._learning_rates = {"learning_rate": lr, **({"head_learning_rate": head_lr} if head_trains else {})}  # as used
+        self._head_fit.learning_rates = {"learning_rate": lr, **({"head_learning_rate": head_lr} if head_trains else {})}  # as used
         # the dropout before the head / inside the adapter only acts where one of them trains
-        self._head_dropout = m.head_dropout if head_trains else None
+        self._head_fit.head_dropout = m.head_dropout if head_trains else None
         given = {"head_dropout": m.head_dropout if m.head_dropout != ModelArguments.head_dropout else None,
                  "head_learning_rate": t.head_learning_rate}
         for flag, value in given.items():
@@ -462,7 +480,7 @@ class Trainer:
                 warnings.warn(f"--{flag} {value:g} is ignored: this run (--tuning {m.tuning} --objective {m.objective}) "
                               "trains no head or adapter for it to act on", UserWarning, stacklevel=2)
         if any(p.requires_grad for p in objective.parameters()):
-            self._learning_rates["objective_learning_rate"] = objective_lr
+            self._head_fit.learning_rates["objective_learning_rate"] = objective_lr
         plan = plan_tuning(backbone, head_modules, m.tuning, lr, head_lr, t.weight_decay, m.unfreeze_top_k,
                            m.layerwise_lr_decay, m.gradual_unfreeze, objective_modules=[objective],
                            objective_lr=objective_lr)
@@ -495,7 +513,7 @@ class Trainer:
             model.classifier.bias.copy_(probe.bias)
         backbone.train(was_training)
         encoder = "pretrained" if getattr(backbone, "pretrained_weights_loaded", True) else "randomly initialised"
-        self._head_init = (f"linear probe on the {encoder} encoder (LP-FT, Kumar et al. 2022; scikit-learn "
+        self._head_fit.head_init = (f"linear probe on the {encoder} encoder (LP-FT, Kumar et al. 2022; scikit-learn "
                            f"LogisticRegression, C={probe.C:g} {_probe_c_choice(probe)})")
 
     def _install_head(self, model, objective, inputs) -> None:
@@ -521,8 +539,7 @@ class Trainer:
 
         t = self.t
         set_seed(t.seed)
-        self._probe, self._head_init, self._nothing_trained, self._wise_ft = None, None, False, None
-        self._head_text, self._head_dropout = None, None
+        self._head_fit = HeadFit()
         model, objective, plan, inputs = self._build(m, backbone)
         y = self.splits["train"].labels
         tm = TrainingModule(model, objective)
@@ -544,22 +561,21 @@ class Trainer:
         alpha = self._wise_ft_alpha(m)
         # every encoder weight, trainable now or not (--gradual_unfreeze unfreezes layers later)
         pretrained = ({n: p.detach().clone() for n, p in model.backbone.named_parameters()} if alpha < 1.0 else None)
-        self._objective_settings = None
         if self._is_probe(m, model, objective):
             fit = self._fit_probe(model, inputs)
         elif any(p.requires_grad for g in plan.param_groups for p in g["params"]):
             fit = Engine(self.acc, t, disable_tqdm=t.disable_tqdm).fit(tm, plan.param_groups, plan, data, selector)
         else:  # nothing to train (a nearest-prototype head over frozen embeddings)
             fit = FitResult()
-            self._nothing_trained = True
+            self._head_fit.nothing_trained = True
         model = self.acc.unwrap_model(tm).model if hasattr(self.acc.unwrap_model(tm), "model") else model
-        if self._wise_ft_applies(m) and not self._nothing_trained:
+        if self._wise_ft_applies(m) and not self._head_fit.nothing_trained:
             if pretrained is not None:
                 wise_ft(model.backbone, pretrained, alpha)
-            self._wise_ft = alpha  # 1.0 recorded too: the card then says WiSE-FT was off
+            self._head_fit.wise_ft = alpha  # 1.0 recorded too: the card then says WiSE-FT was off
         self._install_head(model, objective, inputs)
-        self._objective_settings = objective.settings()
-        self._head_text = objective.head_description() if objective.builds_head else None
+        self._head_fit.objective_settings = objective.settings()
+        self._head_fit.head_text = objective.head_description() if objective.builds_head else None
         return model, fit, inputs
 
     @staticmethod
@@ -572,14 +588,6 @@ class Trainer:
         and elsewhere."""
         given = self.t.wise_ft_alpha
         return float(given) if given is not None and self._wise_ft_applies(m) else 1.0
-
-    def _fit_state(self) -> tuple:
-        """How the last ``_train_one`` fitted its head (probe, LP-FT init, nothing trained,
-        learning rates, WiSE-FT, the objective's resolved settings), restored when the guard
-        keeps the source-only model."""
-        return (self._probe, self._head_init, self._nothing_trained, getattr(self, "_learning_rates", None),
-                getattr(self, "_wise_ft", None), getattr(self, "_objective_settings", None),
-                getattr(self, "_head_text", None), getattr(self, "_head_dropout", None))
 
     def _is_probe(self, m: ModelArguments, model, objective) -> bool:
         return bool(self.t.linear_probe and m.tuning == "frozen" and not model.config.adapter_dim
@@ -621,7 +629,7 @@ class Trainer:
             model.classifier.weight.copy_(probe.weight)
             model.classifier.bias.copy_(probe.bias)
         seconds = time.perf_counter() - t0
-        self._probe = probe
+        self._head_fit.probe = probe
         where = f"cv_{metric}" if probe.cv_folds else "val_metric"
         rec = {"epoch": 0, "step": 0, "probe_C": probe.C, **{f"{where}@C={c}": v for c, v in probe.grid.items()}}
         if probe.grid and not probe.cv_folds:
@@ -634,7 +642,7 @@ class Trainer:
         """The validation entry of a frozen probe whose C was cross-validated (a held-out split pooled
         into its data, or no validation data at all): the mean CV score at the chosen C, marked
         ``cross_validated`` (the card and the summary read that key); None otherwise."""
-        probe = getattr(self, "_probe", None)
+        probe = self._head_fit.probe
         if probe is None or not (probe.pooled_validation or "validation" not in self.splits):
             return None
         metric, k = self.t.metric_for_best_model, probe.cv_folds
@@ -649,7 +657,7 @@ class Trainer:
         """Rows per split; ``fitted_on``: the examples the saved probe was fitted on (train +
         held-out validation), when it was."""
         n = {k: len(s.inputs) for k, s in self.splits.items()}
-        probe = getattr(self, "_probe", None)
+        probe = self._head_fit.probe
         if probe is not None and probe.pooled_validation:
             n["fitted_on"] = n["train"] + n.get("validation", 0)
         return n
@@ -685,7 +693,7 @@ class Trainer:
             if t.compare_source_only:
                 so_backbone = backbone if m.tuning == "frozen" else copy.deepcopy(backbone)
                 so_model, so_fit, so_inputs = self._train_one(replace(m, objective="erm"), so_backbone)
-                so_state = self._fit_state()
+                so_head_fit = self._head_fit
                 source_only = {k: self._score(so_model, so_inputs, k)[0] for k in ("validation", "test")
                                if k in self.splits}
                 source_only["timing"] = {"train_seconds": so_fit.train_seconds}
@@ -697,8 +705,7 @@ class Trainer:
             guard = self._guard(so_model, so_inputs, model, inputs)
             if guard["kept"] == "source_only":
                 model, fit, inputs = so_model, so_fit, so_inputs
-                (self._probe, self._head_init, self._nothing_trained, self._learning_rates, self._wise_ft,
-                 self._objective_settings, self._head_text, self._head_dropout) = so_state
+                self._head_fit = so_head_fit
         self.model = model
         res = self._result(fit)
         if guard is not None:
@@ -841,24 +848,25 @@ class Trainer:
                     "skipped_fp16_steps": fit.skipped_steps}
         if self.model is not None:  # as built (args.adapter_dim is None when the default chose it)
             training["adapter_dim"] = int(self.model.config.adapter_dim or 0)
-        if getattr(self, "_head_init", None):
-            training["head_init"] = self._head_init
-        if getattr(self, "_wise_ft", None) is not None:
-            training["wise_ft_alpha"] = self._wise_ft
+        hf = self._head_fit
+        if hf.head_init:
+            training["head_init"] = hf.head_init
+        if hf.wise_ft is not None:
+            training["wise_ft_alpha"] = hf.wise_ft
         if fit.batch_sampler:  # the objective's sampler made the batches: the per-device size and grouping played no part
             training["batch_sampler"] = fit.batch_sampler
             training.pop("per_device_train_batch_size")
         if fit.steps:
-            training["head_dropout"] = getattr(self, "_head_dropout", None)
-        if getattr(self, "_head_text", None):
-            training["head"] = self._head_text
-        if fit.steps and getattr(self, "_learning_rates", None):
-            training.update(self._learning_rates)
-        if getattr(self, "_nothing_trained", False):
+            training["head_dropout"] = hf.head_dropout
+        if hf.head_text:
+            training["head"] = hf.head_text
+        if fit.steps and hf.learning_rates:
+            training.update(hf.learning_rates)
+        if hf.nothing_trained:
             training.update(global_batch_size=None, optimizer_steps=None, steps_per_epoch=None,
                             fit="nothing trained: the head is computed from the frozen features")
             selection = "none (nothing trained)"
-        probe = getattr(self, "_probe", None)
+        probe = self._head_fit.probe
         if probe is not None:
             training.update(global_batch_size=None, optimizer_steps=None, steps_per_epoch=None,
                             fit=CLOSED_FORM_FIT)
@@ -897,7 +905,7 @@ class Trainer:
         unset flags (``Objective.settings``: e.g. contrastive's passes per epoch)."""
         m = self.m
         terms = objectives.describe(m.objective, m.da_weight, m.tuning)
-        for rec, st in zip(terms, getattr(self, "_objective_settings", None) or []):
+        for rec, st in zip(terms, self._head_fit.objective_settings):
             if st:
                 rec["settings"] = st
         return terms
