@@ -90,7 +90,10 @@ def main(argv=None) -> int:
     md = [f"# {a.title}", "", "| run | test acc. (%) | val. acc. (%) | train s | lr / head / objective parts | flags |",
           "|---|---|---|---|---|---|"]
     for r in rows:
-        lr = " / ".join(f"{v:g}" for v in r["learning_rates"].values())
+        rates = r["learning_rates"]  # "-" where a part did not train (no head: a head computed from features)
+        lr = " / ".join(f"{rates[k]:g}" if k in rates else "-"
+                        for k in ("learning_rate", "head_learning_rate", "objective_learning_rate")
+                        if k in rates or k != "objective_learning_rate")
         val = "-" if r["validation_accuracy"] is None else f"{100 * r['validation_accuracy']:.2f}"
         md.append(f"| {r['run']} | {100 * r['test_accuracy']:.2f} | {val} | {r['train_seconds']:.0f} | {lr} | "
                   f"`{r['flags']}` |")
