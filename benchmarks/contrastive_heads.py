@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -104,6 +105,7 @@ def one_run(k: int, seed: int, a, data) -> Dict[str, Any]:
         argv += ["--contrastive_iterations", str(a.contrastive_iterations)]
     if a.num_train_epochs is not None:
         argv += ["--num_train_epochs", f"{a.num_train_epochs:g}"]
+    argv += shlex.split(a.recipe_args)
     t0 = time.perf_counter()
     if not os.path.isfile(os.path.join(out, "results.json")) or a.force:
         with open(out + ".log", "w") as log:
@@ -165,6 +167,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--num_train_epochs", type=float, default=None,
                     help="passed to the recipe (default: the recipe's); like --contrastive_iterations, give each "
                          "setting its own --work_dir")
+    ap.add_argument("--recipe_args", default="",
+                    help="more recipe flags, quoted (e.g. '--contrastive_temperature 0.05'); like "
+                         "--contrastive_iterations, give each setting its own --work_dir")
     ap.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.75, 0.5],
                     help="WiSE-FT mixing weights to evaluate besides the tuned encoder (1)")
     ap.add_argument("--data_dir", default=os.environ.get("TLTEXT_DATA", os.path.join(ROOT, "..", "shared", "data")))
@@ -189,6 +194,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                "protocol": ("BANKING77, all-MiniLM-L6-v2, `--objective contrastive --tuning full --wise_ft_alpha 1"
                             + (f" --contrastive_iterations {a.contrastive_iterations}" if a.contrastive_iterations else "")
                             + (f" --num_train_epochs {a.num_train_epochs:g}" if a.num_train_epochs else "")
+                            + (f" {a.recipe_args}" if a.recipe_args else "")
                             + "` (otherwise default flags; runs trained before WiSE-FT existed are the same) on the K-shot "
                             f"support set (seeds {a.seeds}); heads fitted on the tuned support features, and after WiSE-FT "
                             f"at alphas {[x for x in a.alphas if x != 1.0]} (encoder = (1 - a) pretrained + a tuned); "
