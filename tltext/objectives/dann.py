@@ -129,10 +129,12 @@ class DANN(Objective):
     discriminator itself learns at full strength; ``weight`` is lambda_max: 1 over a frozen
     encoder's cached embeddings, 0.1 under ``--tuning partial`` and 0.03 under ``full``, where
     the reversed gradient reaches every transformer layer. On Amazon books <-> kitchen (3 seeds,
-    paired with source-only): partial at lambda_max 1 lost 5-11 points and 0.1 gained +0.3 / +0.8
-    (benchmarks/results/pilots_partial_dann_sorecipe.md); full at 0.1 lost 2.0 on books -> kitchen
-    while gaining 3.6 on kitchen -> books (pilots_full_alignment.md), full at 0.03 scores -0.02 /
-    +1.15 (pilots_full_dann_weight003.md): no pair loses."""
+    paired with source-only of the same recipe): partial at lambda_max 1 lost 5.4 / 11.0 points
+    (random head at 1e-4, benchmarks/results/quality_amazon.json "[before LP-FT ...]" rows) and
+    0.1 gains +0.3 / +0.8 (pilots_partial_dann_sorecipe.md); full at 0.1 lost 2.0 on books ->
+    kitchen while gaining 3.6 on kitchen -> books, and full at 0.03 ties on books -> kitchen
+    (-0.02; seeds -0.50 to +0.65) and gains +1.15 on kitchen -> books (quality_amazon.json "full
+    dann" rows; pilots_full_dann_weight003.md)."""
 
     name = "dann"
     paper = "Ganin et al., Domain-Adversarial Training of Neural Networks, JMLR 2016"
