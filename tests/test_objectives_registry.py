@@ -54,11 +54,14 @@ def test_default_weight_and_head_depend_on_the_tuning_through_the_registry():
     # the alignment terms run at a tenth of their frozen weight on a trainable encoder, DANN at 0.03 under full
     # tuning (pilots_full_dann_weight003.md), unless given
     for tuning, dann, mmd in (("frozen", 1.0, 1.0), ("partial", 0.1, 0.1), ("full", 0.03, 0.1), (None, 1.0, 1.0)):
-        assert [t["weight"] for t in objectives.describe("dann+mmd+mcc", tuning=tuning)] == [dann, mmd, 1.0]
+        assert [t["weight"] for t in objectives.describe("dann+mmd+mcc", tuning=tuning, modality="text")] == [dann, mmd, 1.0]
+    # 0.03 was measured on text only: a from-scratch image model (or speech) under full tuning keeps 0.1
+    for modality in ("image", "speech", None):
+        assert objectives.describe("dann", tuning="full", modality=modality)[0]["weight"] == 0.1
     assert [t["weight"] for t in objectives.describe("dann:0.7+mmd", da_weight=0.3, tuning="partial")] == [0.7, 0.3]
     ours = objectives.ObjectiveSet("dann+mcc", objectives.ObjectiveSetup(feature_dim=8, num_classes=2, tuning="full"))
     assert [t.weight for t in ours.terms] == [0.03, 1.0]
-    assert "dann 1 (frozen), 0.1 (partial), 0.03 (full); " in objectives.weights_help()
+    assert "dann 1 (frozen), 0.1 (partial/full), 0.03 (text/full); " in objectives.weights_help()
     # LP-FT head: any term that reads target predictions; the feature-alignment terms take source-only's recipe
     assert objectives.lp_ft_head("mmd+mcc") and objectives.lp_ft_head("mlm+self_training")
     assert not objectives.lp_ft_head("dann") and not objectives.lp_ft_head("erm+mmd")
@@ -68,14 +71,16 @@ def test_a_plug_in_objective_sets_its_weight_per_tuning_and_the_help_reads_it(mo
 
     class Toy(Objective):
         name = "toy_weights"
-        tuning_weights = {"partial": 0.1, "full": 0.03}
+        tuning_weights = {"partial": 0.1, "full": 0.03, "image/full": 0.5}
 
     monkeypatch.setitem(_REGISTRY, "toy_weights", Toy)
     assert [objectives.term_weight("toy_weights", None, tuning=t) for t in ("frozen", "partial", "full", None)] == [
         1.0, 0.1, 0.03, 1.0]
+    # a modality-qualified key wins for that modality only
+    assert [objectives.term_weight("toy_weights", None, tuning="full", modality=m) for m in ("image", "text")] == [0.5, 0.03]
     assert objectives.term_weight("toy_weights", None, da_weight=0.5, tuning="full") == 0.5  # --da_weight wins
     assert objectives.term_weight("toy_weights", 0.2, da_weight=0.5, tuning="full") == 0.2  # NAME:WEIGHT wins
-    assert "toy_weights 1 (frozen), 0.1 (partial), 0.03 (full)" in objectives.weights_help()
+    assert "toy_weights 1 (frozen), 0.1 (partial), 0.03 (full), 0.5 (image/full)" in objectives.weights_help()
     assert "; mcc 1;" in objectives.weights_help()  # one value for every tuning: no breakdown
 
 

@@ -904,7 +904,7 @@ class Trainer:
         """``objectives.describe`` of the run, each term with the ``settings`` it resolved for
         unset flags (``Objective.settings``: e.g. contrastive's passes per epoch)."""
         m = self.m
-        terms = objectives.describe(m.objective, m.da_weight, m.tuning)
+        terms = objectives.describe(m.objective, m.da_weight, m.tuning, self.modality)
         for rec, st in zip(terms, self._head_fit.objective_settings):
             if st:
                 rec["settings"] = st

@@ -145,25 +145,28 @@ def frozen_adapter_dim(spec: str) -> int:
     return max(c.frozen_adapter_dim for c in classes(spec))
 
 
-def describe(spec: str, da_weight: Optional[float] = None, tuning: Optional[str] = None) -> List[Dict[str, object]]:
+def describe(spec: str, da_weight: Optional[float] = None, tuning: Optional[str] = None,
+             modality: Optional[str] = None) -> List[Dict[str, object]]:
     """One record per term: name, the weight it ran with (``NAME:WEIGHT``, else ``da_weight``
-    (``--da_weight``), else the objective's default for ``tuning``; None for plain
-    cross-entropy, which adds no term), paper, description (card, results.json)."""
-    return [{"name": n, "weight": term_weight(n, w, da_weight, tuning) if get(n).adds_term else None,
+    (``--da_weight``), else the objective's default for ``tuning`` and ``modality``; None for
+    plain cross-entropy, which adds no term), paper, description (card, results.json)."""
+    return [{"name": n, "weight": term_weight(n, w, da_weight, tuning, modality) if get(n).adds_term else None,
              "paper": get(n).paper, "description": get(n).description} for n, w in parse_spec(spec)]
 
 
 def term_weight(name: str, given: Optional[float], da_weight: Optional[float] = None,
-                tuning: Optional[str] = None) -> float:
+                tuning: Optional[str] = None, modality: Optional[str] = None) -> float:
     """The weight a term runs with: ``NAME:WEIGHT`` as ``given``, else ``da_weight``
-    (``--da_weight``), else the objective's default for ``tuning`` (``tuning_weights``, else
-    ``default_weight``)."""
+    (``--da_weight``), else the objective's default: ``tuning_weights["MODALITY/TUNING"]``, else
+    ``tuning_weights["TUNING"]``, else ``default_weight``."""
     if given is not None:
         return given
     if da_weight is not None:
         return da_weight
     cls = get(name)
-    return cls.tuning_weights.get(tuning, cls.default_weight) if tuning is not None else cls.default_weight
+    if tuning is None:
+        return cls.default_weight
+    return cls.tuning_weights.get(f"{modality}/{tuning}", cls.tuning_weights.get(tuning, cls.default_weight))
 
 
 def weights_help() -> str:
@@ -175,6 +178,7 @@ def weights_help() -> str:
         if not c.adds_term:
             continue
         by = {t: c.tuning_weights.get(t, c.default_weight) for t in ("frozen", "partial", "full")}
+        by.update({k: w for k, w in c.tuning_weights.items() if "/" in k})  # modality-specific: "text/full"
         if len(set(by.values())) == 1:
             parts.append(f"{n} {c.default_weight:g}")
         else:
@@ -211,7 +215,8 @@ class ObjectiveSet(nn.Module):
         terms = []
         for name, w in parse_spec(spec):
             cls = get(name)
-            s = ObjectiveSetup(**{**setup.__dict__, "weight": float(term_weight(name, w, default_weight, setup.tuning))})
+            weight = term_weight(name, w, default_weight, setup.tuning, setup.modality)
+            s = ObjectiveSetup(**{**setup.__dict__, "weight": float(weight)})
             terms.append(cls(s))
         self.terms = nn.ModuleList(terms)
         #: ``{flag: value}`` of the options the terms read (a resumed checkpoint must match them)

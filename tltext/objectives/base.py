@@ -151,7 +151,8 @@ class Objective(nn.Module):
       contrastive); ``trains_classifier``: whether the linear head is trained;
     - ``frozen_adapter_dim``: default adapter width under ``--tuning frozen``;
     - ``default_weight``; ``tuning_weights``: ``{tuning: weight}``, the default under those
-      ``--tuning`` values where it differs from ``default_weight``; ``options``: the
+      ``--tuning`` values where it differs from ``default_weight`` (a ``"modality/tuning"`` key,
+      e.g. ``"text/full"``, applies to that modality only and wins); ``options``: the
       ``ModelArguments`` fields it reads;
     - ``lp_ft_head``: on a trainable encoder the run starts its head from the linear probe
       (LP-FT) at the encoder's rate, and partial tuning keeps 5e-5 with no adapter: for terms
