@@ -59,8 +59,8 @@ def row(path: str, defaults: Dict[str, Any]) -> Dict[str, Any]:
 
     # objective flags no term of the run's objective read (their defaults may have changed since); the
     # backbone's own (SpecAugment) are read whatever the objective
-    unread = (objectives.all_options() - set(objectives.applied_options(a.get("objective", "erm"), SimpleNamespace(**a)))
-              - set(BACKBONE_OPTIONS.get(r.get("modality", "text"), ())))
+    unread = objectives.unread_options(a.get("objective", "erm"), SimpleNamespace(**a),
+                                       read_elsewhere=BACKBONE_OPTIONS.get(r.get("modality", "text"), ()))
     keys = [k for k in SHOWN if k in a] + sorted(k for k in a if k not in SHOWN and k not in NOT_SHOWN and k not in unread)
     flags = " ".join(f"--{k} {_value(k, a[k])}" for k in keys
                      if a[k] is not None and (k.endswith("_file") or a[k] != defaults.get(k)))

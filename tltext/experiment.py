@@ -398,8 +398,8 @@ def print_summary(res: Dict[str, Any]) -> None:
         lines.append(f"head: {tr['head']}")
     if tr.get("head_init"):
         lines.append(f"head initialised from: {tr['head_init']}")
-    if wise_ft_text(tr):
-        lines.append(wise_ft_text(tr))
+    if (wise := wise_ft_text(tr)):
+        lines.append(wise)
     vs = res.get("validation_split") or {}
     val_note = ""
     best = (f" (best epoch {res['best_epoch']})" if isinstance(res.get("best_epoch"), int) and res["best_epoch"] >= 0

@@ -289,8 +289,8 @@ def _what_ran(res: Dict[str, Any]) -> List[str]:
     for key, label in (("head", "head"), ("head_init", "head initialised from")):
         if tr.get(key):
             out.append(f"- {label}: {tr[key]}")
-    if wise_ft_text(tr):
-        out.append(f"- {wise_ft_text(tr)}")
+    if (wise := wise_ft_text(tr)):
+        out.append(f"- {wise}")
     g = res.get("negative_transfer_guard")
     if g:
         out.append(f"- {g['note']}")

@@ -82,7 +82,6 @@ def fitted_in_closed_form(training: Optional[Dict[str, Any]]) -> bool:
     return (training or {}).get("fit") == CLOSED_FORM_FIT
 
 
-
 def batch_text(training: Dict[str, Any]) -> str:
     """How results.json ``training`` batched the optimizer steps, for the summary and the card:
     the objective's own sampler (``batch_sampler``: the global batch is then a mean over steps)

@@ -125,11 +125,17 @@ def all_options() -> set:
     return {o for n in names() for o in get(n).options}
 
 
+def unread_options(spec: str, args, read_elsewhere: Sequence[str] = ()) -> set:
+    """Objective flags that no term of ``spec`` reads with ``args`` (nor anything outside the
+    objectives: ``read_elsewhere``)."""
+    return all_options() - set(applied_options(spec, args)) - set(read_elsewhere)
+
+
 def ignored_options(spec: str, args, defaults: Dict[str, object], read_elsewhere: Sequence[str] = ()) -> List[str]:
     """Objective flags of ``args`` set away from ``defaults`` that no term of ``spec`` reads
     (and that nothing outside the objectives reads: ``read_elsewhere``), sorted."""
-    used = set(applied_options(spec, args)) | set(read_elsewhere)
-    return sorted(o for o in all_options() - used if o in defaults and getattr(args, o, defaults[o]) != defaults[o])
+    return sorted(o for o in unread_options(spec, args, read_elsewhere)
+                  if o in defaults and getattr(args, o, defaults[o]) != defaults[o])
 
 
 def trains_classifier(spec: str) -> bool:
