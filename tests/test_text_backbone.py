@@ -125,3 +125,46 @@ def test_group_by_length_false_draws_uniformly_random_batches(tiny_bert_dir, tmp
         assert res["args"]["group_by_length"] is (flag == "True")
         losses[flag] = res["history"][0]["train_loss"]
     assert losses["True"] != losses["False"]
+
+
+def test_length_chunks_splits_a_spread_batch_into_homogeneous_parts():
+    from tltext.backbones.base import length_chunks
+
+    lengths = torch.tensor([5, 60, 6, 30, 5, 31, 61, 7, 29, 5])
+    parts = length_chunks(lengths)
+    assert sorted(torch.cat(parts).tolist()) == list(range(10))  # every row exactly once
+    assert len(parts) == 3
+    assert [sorted(lengths[p].tolist()) for p in parts] == [[60, 61], [29, 30, 31], [5, 5, 5, 6, 7]]
+    padded = sum(int(lengths[p].max()) * len(p) for p in parts)
+    assert padded < 0.5 * 61 * 10
+    assert [p.tolist() for p in length_chunks(torch.tensor([10, 11, 12, 9]))] == [[0, 1, 2, 3]]
+    assert len(length_chunks(lengths, max_chunks=2)) == 2
+    with pytest.raises(ValueError, match="max_chunks must be >= 1"):
+        length_chunks(lengths, max_chunks=0)
+
+
+def test_spread_text_batch_runs_in_cropped_passes_with_the_same_embeddings_and_gradients(tiny_bert_dir):
+    """A batch not grouped by length (a SupCon or episode batch) is encoded in several passes,
+    each cropped to its own longest text; output and gradients equal one padded pass."""
+    torch.manual_seed(0)
+    bb = TextBackbone.from_pretrained(tiny_bert_dir).eval()
+    long = "a rather long review that goes on and on about the product and its many small flaws " * 2
+    texts = ["ok", long, "fine", "short one", long + " indeed", "meh", "not bad at all", "x"]
+    inputs = bb.collate(texts)
+    calls = []
+    hook = bb.encoder.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
+    results = []
+    for run in (lambda: bb(**inputs), lambda: bb._forward(dict(inputs), inputs["attention_mask"])):
+        bb.zero_grad()
+        z = run()
+        (z * torch.linspace(-1, 1, z.shape[1])).sum().backward()
+        results.append((z.detach(), [p.grad.clone() for p in bb.parameters() if p.grad is not None]))
+    hook.remove()
+    assert len(calls) >= 3 and calls[-1] == inputs["input_ids"].shape  # chunked passes, then the one padded pass
+    assert max(s[1] for s in calls[:-1]) == inputs["input_ids"].shape[1]
+    assert min(s[1] for s in calls[:-1]) < inputs["input_ids"].shape[1] // 3
+    assert sum(s[0] for s in calls[:-1]) == len(texts)
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
+    assert len(results[0][1]) == len(results[1][1]) > 0
+    for g1, g2 in zip(results[0][1], results[1][1]):
+        assert torch.allclose(g1, g2, atol=1e-5, rtol=1e-4)

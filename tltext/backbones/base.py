@@ -48,6 +48,33 @@ def length_split(lengths: torch.Tensor, min_saving: float = 0.2) -> List[torch.T
     return [long_rows, rows[keep]]
 
 
+def length_chunks(lengths: torch.Tensor, min_saving: float = 0.2, max_chunks: int = 8) -> List[torch.Tensor]:
+    """``length_split`` applied again to each part while it still saves ``min_saving`` of
+    that part's padded positions, up to ``max_chunks`` parts: row indices (each part in the
+    batch's order, longest part first) of a batch whose lengths spread widely, such as a
+    class-balanced or episodic batch of texts that was not grouped by length.
+
+    ``lengths``: ``[B]`` real lengths. Returns ``[rows]`` when no split saves enough.
+    Raises ``ValueError`` for ``max_chunks < 1``."""
+    if max_chunks < 1:
+        raise ValueError(f"length_chunks: max_chunks must be >= 1; got {max_chunks}")
+    parts = [torch.arange(int(lengths.numel()), device=lengths.device)]
+    while len(parts) < max_chunks:
+        # split the part with the most padded positions that a split would save enough on
+        best, best_cost = None, 0
+        for i, rows in enumerate(parts):
+            sub = length_split(lengths[rows], min_saving)
+            if len(sub) > 1:
+                cost = int(lengths[rows].max()) * len(rows)
+                if cost > best_cost:
+                    best, best_cost = (i, [rows[s] for s in sub]), cost
+        if best is None:
+            break
+        i, sub = best
+        parts[i:i + 1] = sub
+    return parts
+
+
 class Backbone(nn.Module):
     """Encoder + pooling with a modality-specific preprocessor.
 

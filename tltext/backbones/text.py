@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from .base import Backbone, LayerGroup
+from .base import Backbone, LayerGroup, length_chunks
 from .pooling import pool
 
 
@@ -164,9 +164,33 @@ class TextBackbone(Backbone):
         return int(self.encoder.config.hidden_size)
 
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """Collated ``input_ids`` / ``attention_mask`` (/ ``token_type_ids``) ``[B, T]`` ->
+        pooled ``[B, H]``. A right-padded batch whose lengths spread widely (``length_chunks``:
+        a class-balanced SupCon batch, a prototype episode, neither grouped by length) runs as
+        up to 8 passes, each cropped to its own longest text: the same embeddings and gradients
+        (up to float rounding; masked attention and pooling never see pad tokens) for less
+        padded compute and activation memory."""
         kwargs = {k: v for k, v in inputs.items() if k in self._input_names}
+        mask = inputs.get("attention_mask")
+        if "attention_mask" in kwargs and mask.dim() == 2 and mask.shape[0] > 1 and self._right_padded():
+            lengths = mask.sum(dim=1)
+            chunks = length_chunks(lengths)
+            if len(chunks) > 1:
+                out = None
+                for rows in chunks:
+                    n = max(int(lengths[rows].max()), 1)
+                    z = self._forward({k: v[rows, :n] for k, v in kwargs.items()}, mask[rows, :n])
+                    out = z.new_empty((mask.shape[0], z.shape[1])) if out is None else out
+                    out = out.index_copy(0, rows, z)
+                return out
+        return self._forward(kwargs, mask)
+
+    def _forward(self, kwargs: Dict[str, torch.Tensor], mask: Optional[torch.Tensor]) -> torch.Tensor:
         out = self.encoder(**kwargs)
-        return pool(out.last_hidden_state, inputs.get("attention_mask"), self.pooling)
+        return pool(out.last_hidden_state, mask, self.pooling)
+
+    def _right_padded(self) -> bool:
+        return getattr(self.tokenizer, "padding_side", "right") == "right"
 
     def collate(self, inputs: Sequence[Any], train: bool = False) -> Dict[str, torch.Tensor]:
         enc = self.tokenizer(
