@@ -58,7 +58,8 @@ def length_chunks(lengths: torch.Tensor, min_saving: float = 0.2, max_chunks: in
     Raises ``ValueError`` for ``max_chunks < 1``."""
     if max_chunks < 1:
         raise ValueError(f"length_chunks: max_chunks must be >= 1; got {max_chunks}")
-    parts = [torch.arange(int(lengths.numel()), device=lengths.device)]
+    device, lengths = lengths.device, lengths.detach().cpu()  # one host sync on an accelerator, then CPU work
+    parts = [torch.arange(int(lengths.numel()))]
     while len(parts) < max_chunks:
         # split the part with the most padded positions that a split would save enough on
         best, best_cost = None, 0
@@ -72,7 +73,7 @@ def length_chunks(lengths: torch.Tensor, min_saving: float = 0.2, max_chunks: in
             break
         i, sub = best
         parts[i:i + 1] = sub
-    return parts
+    return [p.to(device) for p in parts]
 
 
 class Backbone(nn.Module):

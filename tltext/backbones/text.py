@@ -173,12 +173,13 @@ class TextBackbone(Backbone):
         kwargs = {k: v for k, v in inputs.items() if k in self._input_names}
         mask = inputs.get("attention_mask")
         if "attention_mask" in kwargs and mask.dim() == 2 and mask.shape[0] > 1 and self._right_padded():
-            lengths = mask.sum(dim=1)
+            lengths = mask.sum(dim=1).cpu()
             chunks = length_chunks(lengths)
             if len(chunks) > 1:
                 out = None
                 for rows in chunks:
                     n = max(int(lengths[rows].max()), 1)
+                    rows = rows.to(mask.device)
                     z = self._forward({k: v[rows, :n] for k, v in kwargs.items()}, mask[rows, :n])
                     out = z.new_empty((mask.shape[0], z.shape[1])) if out is None else out
                     out = out.index_copy(0, rows, z)
