@@ -398,6 +398,8 @@ def print_summary(res: Dict[str, Any]) -> None:
         lines.append(f"head: {tr['head']}")
     if tr.get("head_init"):
         lines.append(f"head initialised from: {tr['head_init']}")
+    if tr.get("head_adaptation"):
+        lines.append(f"head adapted to the target after training: {tr['head_adaptation']}")
     if (wise := wise_ft_text(tr)):
         lines.append(wise)
     vs = res.get("validation_split") or {}

@@ -286,7 +286,8 @@ def _what_ran(res: Dict[str, Any]) -> List[str]:
     if tr:
         steps = tr.get("fit") or batch_text(tr)
         out.append(f"- ran on {tr.get('device')} x {tr.get('num_processes')}, precision {tr.get('precision')}; {steps}")
-    for key, label in (("head", "head"), ("head_init", "head initialised from")):
+    for key, label in (("head", "head"), ("head_init", "head initialised from"),
+                       ("head_adaptation", "head adapted to the target after training")):
         if tr.get(key):
             out.append(f"- {label}: {tr[key]}")
     if (wise := wise_ft_text(tr)):

@@ -55,6 +55,7 @@ class HeadFit:
     wise_ft: Optional[float] = None
     objective_settings: List[Dict[str, Any]] = field(default_factory=list)
     head_text: Optional[str] = None
+    head_adaptation: Optional[str] = None
 
 
 @dataclass
@@ -528,6 +529,26 @@ class Trainer:
         model.dropout.p = 0.0
         model.config.head_dropout = 0.0
 
+    def _adapt_head(self, model, objective, inputs) -> None:
+        """Objectives that re-express the head for the target (AdaBN) do it here, from the
+        features the head reads (unit-normalised first when ``feature_norm`` is ``l2``)."""
+        if not objective.adapts_head or inputs.get("target") is None:
+            return
+
+        def head_inputs(name: str) -> torch.Tensor:
+            f = self.predictor.features(model, inputs[name], f"{name} (head adaptation)").float()
+            return torch.nn.functional.normalize(f, dim=-1) if getattr(model.config, "feature_norm", None) == "l2" else f
+
+        src, tgt = head_inputs("train"), head_inputs("target")
+        head = objective.adapt_head(model.classifier.weight.detach().float().cpu(), model.classifier.bias.detach().float().cpu(),
+                                    src.cpu(), tgt.cpu())
+        if head is None:
+            return
+        with torch.no_grad():
+            model.classifier.weight.copy_(head[0])
+            model.classifier.bias.copy_(head[1])
+        self._head_fit.head_adaptation = objective.adaptation_description(len(src), len(tgt))
+
     def _train_one(self, m: ModelArguments, backbone):
         from accelerate.utils import set_seed
 
@@ -543,7 +564,7 @@ class Trainer:
         model, objective, plan, inputs = self._build(m, backbone)
         y = self.splits["train"].labels
         tm = TrainingModule(model, objective)
-        target = inputs.get("target") if objective.needs_target else None
+        target = inputs.get("target") if objective.needs_target_batches else None
         data = TrainData(
             train=SplitDataset(inputs["train"], y), lengths=item_lengths(backbone, inputs["train"]), backbone=backbone,
             batch_sampler=objective.batch_sampler(y, t.seed),
@@ -574,6 +595,7 @@ class Trainer:
                 wise_ft(model.backbone, pretrained, alpha)
             self._head_fit.wise_ft = alpha  # 1.0 recorded too: the card then says WiSE-FT was off
         self._install_head(model, objective, inputs)
+        self._adapt_head(model, objective, inputs)
         self._head_fit.objective_settings = objective.settings()
         self._head_fit.head_text = objective.head_description() if objective.builds_head else None
         return model, fit, inputs
@@ -860,6 +882,8 @@ class Trainer:
             training["head_dropout"] = hf.head_dropout
         if hf.head_text:
             training["head"] = hf.head_text
+        if hf.head_adaptation:
+            training["head_adaptation"] = hf.head_adaptation
         if fit.steps and hf.learning_rates:
             training.update(hf.learning_rates)
         if hf.nothing_trained:

@@ -110,6 +110,11 @@ def builds_head(spec: str) -> bool:
     return any(c.head_from_features is not Objective.head_from_features for c in classes(spec))
 
 
+def adapts_head(spec: str) -> bool:
+    """Whether a term of ``spec`` re-expresses the head for the target after training (``Objective.adapt_head``)."""
+    return any(c.adapt_head is not Objective.adapt_head for c in classes(spec))
+
+
 def replaces_cross_entropy(spec: str) -> bool:
     return any(c.replaces_cross_entropy for c in classes(spec))
 
@@ -238,6 +243,11 @@ class ObjectiveSet(nn.Module):
         return any(t.needs_target for t in self.terms)
 
     @property
+    def needs_target_batches(self) -> bool:
+        """Whether a term trains on target batches (not only reads the target after training)."""
+        return any(t.needs_target and t.target_batches for t in self.terms)
+
+    @property
     def plain_cross_entropy(self) -> bool:
         """Only the source CE is minimised (ERM): a frozen head is then a linear probe."""
         return self.use_ce and not any(t.adds_term for t in self.terms)
@@ -283,6 +293,23 @@ class ObjectiveSet(nn.Module):
     def builds_head(self) -> bool:
         return builds_head(self.spec)
 
+    @property
+    def adapts_head(self) -> bool:
+        return adapts_head(self.spec)
+
+    def adapt_head(self, weight: Tensor, bias: Tensor, source: Tensor, target: Tensor):
+        """Every term's ``adapt_head`` in turn (None when none changes the head)."""
+        out = None
+        for t in self.terms:
+            h = t.adapt_head(weight, bias, source, target)
+            if h is not None:
+                out = weight, bias = h
+        return out
+
+    def adaptation_description(self, n_source: int, n_target: int) -> Optional[str]:
+        return "; ".join(t.adaptation_description(n_source, n_target) for t in self.terms
+                         if type(t).adapt_head is not Objective.adapt_head) or None
+
     def head_description(self) -> Optional[str]:
         """How the first term that computes the head from features computes it (None: none does)."""
         return next((t.head_description() for t in self.terms
@@ -291,4 +318,4 @@ class ObjectiveSet(nn.Module):
 
 __all__ = ["Objective", "ObjectiveSetup", "ObjectiveSet", "Step", "TermOutput", "register", "names", "get",
            "parse_spec", "check", "describe", "help_text", "needs_target", "lp_ft_head", "frozen_adapter_dim",
-           "replaces_cross_entropy", "trains_classifier", "torch"]
+           "replaces_cross_entropy", "trains_classifier", "adapts_head", "torch"]

@@ -164,7 +164,9 @@ class Objective(nn.Module):
       encoder's head be fitted to convergence as a linear probe;
     - ``modalities``: the backbones it applies to (masked-token objectives: text only);
     - ``pretraining_recipe``: set by label-free pretraining objectives that train no
-      classifier: the recipe to run them with (the classification recipes refuse them).
+      classifier: the recipe to run them with (the classification recipes refuse them);
+    - ``target_batches``: False for a ``needs_target`` term that reads the target only after
+      training (``adapt_head``): the engine then draws no target batches.
     """
 
     name: ClassVar[str] = ""
@@ -184,6 +186,7 @@ class Objective(nn.Module):
     adds_term: ClassVar[bool] = True
     modalities: ClassVar[Tuple[str, ...]] = ("text", "speech", "image")
     pretraining_recipe: ClassVar[Optional[str]] = None
+    target_batches: ClassVar[bool] = True
 
     def __init__(self, setup: ObjectiveSetup):
         super().__init__()
@@ -212,6 +215,16 @@ class Objective(nn.Module):
         """A linear head ``(W [C, D], b [C])`` computed from all training features after
         training (and before each validation), or None to keep the trained head."""
         return None
+
+    def adapt_head(self, weight: Tensor, bias: Tensor, source: Tensor, target: Tensor) -> Optional[Tuple[Tensor, Tensor]]:
+        """After training (and after any ``head_from_features``): the linear head ``(W [C, D],
+        b [C])`` re-expressed for the target domain from the features it reads on the source
+        training set ``[N_s, D]`` and on the unlabelled target set ``[N_t, D]``, or None to keep it."""
+        return None
+
+    def adaptation_description(self, n_source: int, n_target: int) -> str:
+        """One line saying how ``adapt_head`` changed the head (results.json ``training.head_adaptation``)."""
+        return f"the head re-expressed for the target domain ({self.name})"
 
     def head_description(self) -> str:
         """One line saying how ``head_from_features`` computes the head (results.json
