@@ -83,6 +83,9 @@ def test_adabn_run_trains_like_erm_then_folds_the_target_statistics_into_the_hea
     assert not torch.allclose(w, m.classifier.weight, atol=1e-3)
     assert torch.allclose(models["ada"].classifier.weight, w, atol=1e-4)
     assert torch.allclose(models["ada"].classifier.bias, b, atol=1e-4)
+    if tuning == "frozen":  # the probe's cross-validated score describes the head before the fold
+        assert "which this score predates" in ada["validation"]["note"]
+        assert "predates" not in erm["validation"]["note"]
     card = (tmp_path / "ada" / "model" / "README.md").read_text()
     assert "head adapted to the target after training" in card
 

@@ -671,9 +671,11 @@ class Trainer:
         if not k:
             return ({"note": "the held-out validation split was pooled into the probe's training data "
                              "(C = 1: nothing left to validate on)"} if probe.pooled_validation else None)
+        adapted = ("; then its head was adapted to the target, which this score predates"
+                   if self._head_fit.head_adaptation else "")
         return {metric: probe.grid.get(f"{probe.C:g}"), "cross_validated": True,
                 "note": f"mean {k}-fold cross-validated {metric} over {probe.cv_data} at the chosen C; "
-                        f"the saved probe was fitted on all of them"}
+                        f"the saved probe was fitted on all of them{adapted}"}
 
     def _num_examples(self) -> Dict[str, int]:
         """Rows per split; ``fitted_on``: the examples the saved probe was fitted on (train +
