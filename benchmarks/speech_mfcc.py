@@ -11,7 +11,11 @@ Protocol (leave one speaker out, the official FSDD split, no target labels for t
   speakers' train takes (``GridSearchCV`` with ``LeaveOneGroupOut``), refitted on all of them;
 * for each target speaker T: train on the other three speakers' train takes (5-49, 1350 clips),
   report accuracy on T's test takes (0-4, 50 clips: cross-speaker) and on the three source
-  speakers' own test takes (150 clips: within-speaker).
+  speakers' own test takes (150 clips: within-speaker);
+* the same with per-speaker standardisation (speaker-level cepstral mean and variance
+  normalisation of the 80 clip features): each speaker's clips standardised by the mean and
+  standard deviation of that speaker's own train takes; for T those are its unlabelled train
+  takes, the same target information tltext's ``--objective adabn`` reads (no target labels).
 
 Writes ``benchmarks/results/speech_mfcc.json`` and ``speech_mfcc.md`` (each through a temporary
 file and a rename). Run from the repository root: ``OMP_NUM_THREADS=1 python benchmarks/speech_mfcc.py``
@@ -74,6 +78,17 @@ def load_fsdd(manifest: str):
     return ex.inputs, np.asarray([int(v) for v in ex.labels]), np.asarray(cols["speaker"]), np.asarray(cols["split"])
 
 
+def speaker_standardise(X: np.ndarray, spk: np.ndarray, split: np.ndarray) -> np.ndarray:
+    """``X [N, D]`` with each speaker's rows standardised by the per-dimension mean and standard
+    deviation of that speaker's train-split rows (speaker-level CMVN; labels are not read)."""
+    out = np.empty_like(X)
+    for s in np.unique(spk):
+        rows, ref = spk == s, (spk == s) & (split == "train")
+        mu, sd = X[ref].mean(0), X[ref].std(0)
+        out[rows] = (X[rows] - mu) / np.where(sd > 1e-8, sd, 1.0)
+    return out
+
+
 def fit_and_score(X, y, spk, split, target: str) -> Dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
@@ -111,7 +126,19 @@ def markdown(payload: Dict[str, Any]) -> str:
                      f"{100 * r['cv_accuracy_by_C']['%g' % r['C']]:.1f} |")
     m = payload["mean"]
     lines += [f"| mean over {len(payload['runs'])} targets | - | {100 * m['cross_speaker_accuracy']:.1f} | "
-              f"{100 * m['within_speaker_accuracy']:.1f} | - |", "", "## Protocol", "", payload["protocol"], "",
+              f"{100 * m['within_speaker_accuracy']:.1f} | - |"]
+    if payload.get("runs_speaker_norm"):
+        lines += ["", "With per-speaker standardisation of the features (each speaker by its own train takes; the "
+                  "target's are unlabelled):", "",
+                  "| target speaker | C | cross-speaker: target test takes | within-speaker: source test takes | source CV acc. at C |",
+                  "|---|---|---|---|---|"]
+        for r in payload["runs_speaker_norm"]:
+            lines.append(f"| {r['target']} | {r['C']:g} | {100 * r['cross_speaker_accuracy']:.1f} | "
+                         f"{100 * r['within_speaker_accuracy']:.1f} | {100 * r['cv_accuracy_by_C']['%g' % r['C']]:.1f} |")
+        m = payload["mean_speaker_norm"]
+        lines.append(f"| mean over {len(payload['runs_speaker_norm'])} targets | - | {100 * m['cross_speaker_accuracy']:.1f} | "
+                     f"{100 * m['within_speaker_accuracy']:.1f} | - |")
+    lines += ["", "## Protocol", "", payload["protocol"], "",
               "Command: `OMP_NUM_THREADS=1 python benchmarks/speech_mfcc.py` (data: FSDD, CC BY-SA 4.0)."]
     return "\n".join(lines) + "\n"
 
@@ -132,12 +159,17 @@ def main(argv=None) -> int:
     X = mfcc_stats(waves)
     feature_seconds = time.perf_counter() - w0
     runs = [fit_and_score(X, y, spk, split, t) for t in a.targets]
+    Xn = speaker_standardise(X, spk, split)
+    runs_norm = [fit_and_score(Xn, y, spk, split, t) for t in a.targets]
     payload = {"benchmark": "speech_mfcc", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "loadavg_start": load0},
                "protocol": __doc__.split("\n\n", 1)[1].split("\nWrites", 1)[0].strip(),
                "settings": {"sample_rate": SAMPLE_RATE, "n_mfcc": N_MFCC, "C_grid": list(C_GRID), "targets": a.targets},
                "feature_seconds": feature_seconds, "runs": runs,
                "mean": {k: float(np.mean([r[k] for r in runs])) for k in ("cross_speaker_accuracy", "within_speaker_accuracy")},
+               "runs_speaker_norm": runs_norm,
+               "mean_speaker_norm": {k: float(np.mean([r[k] for r in runs_norm]))
+                                     for k in ("cross_speaker_accuracy", "within_speaker_accuracy")},
                "total_seconds": time.perf_counter() - w0}
     write_payload(a.results, "speech_mfcc", payload, markdown(payload))
     return 0

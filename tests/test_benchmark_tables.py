@@ -45,3 +45,24 @@ def test_objective_flags_the_objective_does_not_read_are_left_out(tmp_path):
     args["objective"] = "prototypes"
     (tmp_path / "p").mkdir()
     assert "--episodes_per_epoch 100 --n_way 5" in collect_runs.row(_results(tmp_path / "p", args), defaults)["flags"]
+
+
+def test_mfcc_peer_speaker_standardisation_uses_each_speakers_train_rows_only():
+    import numpy as np
+
+    from benchmarks.speech_mfcc import speaker_standardise
+
+    rng = np.random.default_rng(0)
+    spk = np.array(["a"] * 6 + ["b"] * 6)
+    split = np.array(["train", "train", "train", "train", "test", "test"] * 2)
+    X = rng.normal(size=(12, 3)) + np.where(spk[:, None] == "b", 5.0, 0.0)
+    X[:, 2] = np.where(spk == "a", 1.0, X[:, 2])  # a constant column for speaker a: left unscaled, centred
+    Z = speaker_standardise(X, spk, split)
+    for s in ("a", "b"):
+        ref = (spk == s) & (split == "train")
+        np.testing.assert_allclose(Z[ref].mean(0), 0.0, atol=1e-12)
+        np.testing.assert_allclose(Z[ref][:, :2].std(0), 1.0, atol=1e-12)
+        rows = (spk == s) & (split == "test")  # test rows use the train rows' statistics, not their own
+        mu, sd = X[ref].mean(0), X[ref].std(0)
+        np.testing.assert_allclose(Z[rows][:, :2], ((X[rows] - mu) / sd)[:, :2])
+    assert np.all(Z[spk == "a", 2] == 0.0)
