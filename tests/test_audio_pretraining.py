@@ -285,6 +285,10 @@ def test_stage0_flags_live_in_one_file_read_by_the_benchmark_and_the_shell_confi
                          capture_output=True, text=True).stdout  # fails later: echo trains nothing
     line = next(x for x in out.splitlines() if x.startswith("recipes/audio_pretraining.py"))
     assert " ".join(f"{f} {v}" for f, v in pairs) in line, line
+    stage1 = [x for x in out.splitlines() if x.startswith("recipes/audio_classification.py") and "--tuning full" in x]
+    assert [("--objective erm" in x, "--objective adabn" in x) for x in stage1] == [(True, False), (False, True)]
+    assert "--target_file" not in stage1[0]  # stage 1 itself never reads the target speaker
+    assert "--target_filter speaker=theo;split=train" in stage1[1] and "--test_filter speaker=theo;split=test" in stage1[1]
     elsewhere = subprocess.run(["bash", str(ROOT / "recipes/configs/fsdd_two_stage.sh"), str(tmp_path / "run")],
                                cwd=tmp_path, env=env, capture_output=True, text=True)
     assert elsewhere.returncode == 2 and "run from the repository root" in elsewhere.stderr, elsewhere.stderr

@@ -8,6 +8,9 @@
 #            (beside $OUT: stage 1's --overwrite_output_dir empties $OUT)
 #   Stage 1  train that model (or, with STAGE0_EPOCHS=0, the preset from random weights) on
 #            three FSDD speakers' official train takes (5-49), full tuning      -> $OUT/model
+#            and the same training with --objective adabn: the head re-expressed for the
+#            fourth speaker's feature statistics, from its unlabelled train takes (AdaBN;
+#            the recommended label-free pipeline)                             -> $OUT/adabn/model
 #   Stage 2  adapt that model to the fourth speaker ($TARGET): its train takes are the
 #            unlabelled target data, its test takes (0-4) the test set; erm (source-only),
 #            dann and mmd, partial tuning of the top 3 layer groups          -> $OUT/stage2/*
@@ -98,6 +101,13 @@ $LAUNCH recipes/audio_classification.py "${INIT[@]}" "${SOURCE[@]}" "${AUG[@]}" 
   --tuning full --objective erm --num_train_epochs "$EPOCHS1" --learning_rate "$LR1" --seed 0 \
   --output_dir "$OUT" --overwrite_output_dir
 
+echo "== stage 1 + AdaBN: the same training, the head re-expressed for $TARGET's unlabelled train takes -> $OUT/adabn/model"
+$LAUNCH recipes/audio_classification.py "${INIT[@]}" "${SOURCE[@]}" "${AUG[@]}" \
+  --test_file "$FSDD" --test_filter "speaker=$TARGET;split=test" --label_column digit "${COMMON[@]}" \
+  --target_file "$FSDD" --target_filter "speaker=$TARGET;split=train" \
+  --tuning full --objective adabn --num_train_epochs "$EPOCHS1" --learning_rate "$LR1" --seed 0 \
+  --output_dir "$OUT/adabn" --overwrite_output_dir
+
 for OBJ in erm dann mmd; do
   echo "== stage 2: $OBJ, FSDD $SOURCES -> $TARGET"
   $LAUNCH recipes/audio_classification.py "${STAGE2[@]}" "${SOURCE[@]}" "${AUG[@]}" --label_column digit "${COMMON[@]}" \
@@ -117,7 +127,8 @@ echo "== target accuracy (OUT/*/results.json)"
 "$PYTHON" - "$OUT" <<'EOF'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
-for p in [out / "results.json", *sorted(out.glob("stage2/*/results.json")), *sorted(out.glob("speech_commands/*/results.json"))]:
+for p in [out / "results.json", out / "adabn" / "results.json", *sorted(out.glob("stage2/*/results.json")),
+          *sorted(out.glob("speech_commands/*/results.json"))]:
     r = json.loads(p.read_text())
     print(f"{str(p.parent.relative_to(out.parent)):40s} {r['objective']:5s} {r['tuning']:8s} "
           f"source val {r['validation'].get('accuracy', float('nan')):.3f}  target test {r['test']['accuracy']:.3f}")
