@@ -125,7 +125,7 @@ def _common(data: Path, tiny_bert_dir: str, objective: str, tuning: str, out: Pa
             "--per_device_train_batch_size", str(bs), "--learning_rate", LR, "--seed", "3",
             "--metric", "accuracy", "confusion_matrix", "--disable_tqdm", "--report", "False",
             "--cache_dir", str(cache)]
-    if objective in ("dann", "mmd"):
+    if objective in ("dann", "mmd", "adabn"):
         args += ["--target_file", str(data / "target.jsonl")]
     if objective == "prototypes":
         args += ["--n_way", "2", "--k_shot", "4", "--n_query", "4", "--episodes_per_epoch", "8"]
@@ -197,6 +197,10 @@ def job(tmp_path_factory, tiny_bert_dir):
                         "argv": _eval_args(d / "two" / name / "model", d, d / "two_eval" / name, d / "cache2")})
             one.append({"name": name, "modality": "text",
                         "argv": _common(d, tiny_bert_dir, obj, tun, d / "one" / name, d / "cache1", 16)})
+    for plan, bs in ((two, 8), (one, 16)):  # AdaBN: target statistics over every process's shard
+        plan.append({"name": "adabn-frozen", "modality": "text", "argv": _common(
+            d, tiny_bert_dir, "adabn", "frozen", d / ("two" if plan is two else "one") / "adabn-frozen",
+            d / ("cache2" if plan is two else "cache1"), bs)})
     two.append({"name": "speech-layerdrop", "modality": "speech",
                 "argv": ["--model_config", str(sp / "layerdrop"), "--train_file", str(sp / "train.jsonl"),
                          "--test_file", str(sp / "test.jsonl"), "--validation_split_percentage", "0",
@@ -356,3 +360,21 @@ def test_frozen_probe_does_not_depend_on_the_number_of_processes(job):
     w1 = load_file(str(d / "one" / "erm-frozen" / "model" / "model.safetensors"))
     w2 = load_file(str(d / "two" / "erm-frozen" / "model" / "model.safetensors"))
     torch.testing.assert_close(w1["classifier.weight"], w2["classifier.weight"], rtol=1e-3, atol=1e-3)
+
+
+def test_adabn_head_does_not_depend_on_the_number_of_processes(job):
+    """AdaBN's source and target statistics are taken over the gathered features of every
+    process: the folded head is the same on 1 and on 2 processes, and differs from erm's."""
+    from safetensors.torch import load_file
+
+    d = job["dir"]
+    one, two = _results(d / "one" / "adabn-frozen"), _results(d / "two" / "adabn-frozen")
+    note = two["training"]["head_adaptation"]
+    assert "AdaBN" in note and "40 unlabelled target examples" in note and note == one["training"]["head_adaptation"]
+    assert one["test"]["accuracy"] == two["test"]["accuracy"]
+    w1 = load_file(str(d / "one" / "adabn-frozen" / "model" / "model.safetensors"))
+    w2 = load_file(str(d / "two" / "adabn-frozen" / "model" / "model.safetensors"))
+    for k in ("classifier.weight", "classifier.bias"):
+        torch.testing.assert_close(w1[k], w2[k], rtol=1e-3, atol=1e-3)
+    erm = load_file(str(d / "two" / "erm-frozen" / "model" / "model.safetensors"))
+    assert not torch.allclose(erm["classifier.bias"], w2["classifier.bias"], atol=1e-3)
