@@ -65,7 +65,8 @@ def test_adabn_run_trains_like_erm_then_folds_the_target_statistics_into_the_hea
     erm = _run(toy, tiny_bert_dir, tmp_path / "erm", "erm", tuning, target=False)
     ada = _run(toy, tiny_bert_dir, tmp_path / "ada", "adabn", tuning)
     assert [e.get("loss") for e in ada["history"]] == [e.get("loss") for e in erm["history"]]
-    assert "head_adaptation" not in erm["training"]
+    assert "head_adaptation" not in erm["training"] and "before_head_adaptation" not in erm
+    assert ada["before_head_adaptation"]["test"] == erm["test"]  # scored before the fold: erm's model
     models = {k: AutoModelForSequenceClassification.from_pretrained(str(tmp_path / k / "model")).eval() for k in ("erm", "ada")}
     src = [json.loads(l)["text"] for l in open(toy / "src.jsonl")]
     tgt = [json.loads(l)["text"] for l in open(toy / "tgt.jsonl")]

@@ -400,6 +400,9 @@ def print_summary(res: Dict[str, Any]) -> None:
         lines.append(f"head initialised from: {tr['head_init']}")
     if tr.get("head_adaptation"):
         lines.append(f"head adapted to the target after training: {tr['head_adaptation']}")
+        before = res.get("before_head_adaptation") or {}
+        if before:
+            lines.append("  before that: " + "; ".join(f"{k} {_metric_line(v, keys)}" for k, v in before.items()))
     if (wise := wise_ft_text(tr)):
         lines.append(wise)
     vs = res.get("validation_split") or {}

@@ -56,6 +56,7 @@ class HeadFit:
     objective_settings: List[Dict[str, Any]] = field(default_factory=list)
     head_text: Optional[str] = None
     head_adaptation: Optional[str] = None
+    before_adaptation: Dict[str, Any] = field(default_factory=dict)  # split -> metrics of the head before adapt_head
 
 
 @dataclass
@@ -544,10 +545,14 @@ class Trainer:
                                     src.cpu(), tgt.cpu())
         if head is None:
             return
+        # the labelled splits scored before the fold too, so results.json shows what the adaptation did
+        before = {name: self._score(model, inputs, name)[0] for name in ("validation", "test")
+                  if name in self.splits and self.splits[name].labels is not None and name in inputs}
         with torch.no_grad():
             model.classifier.weight.copy_(head[0])
             model.classifier.bias.copy_(head[1])
         self._head_fit.head_adaptation = objective.adaptation_description(len(src), len(tgt))
+        self._head_fit.before_adaptation = before
 
     def _train_one(self, m: ModelArguments, backbone):
         from accelerate.utils import set_seed
@@ -734,6 +739,8 @@ class Trainer:
         res = self._result(fit)
         if guard is not None:
             res.extra["negative_transfer_guard"] = guard
+        if self._head_fit.before_adaptation:
+            res.extra["before_head_adaptation"] = self._head_fit.before_adaptation
         out_dir = t.output_dir
         if previous:  # --overwrite_output_dir: the new run is trained; the old run's files go now, not before
             remove_previous_run(out_dir, previous, keep=("model",) if t.save_model else ())
