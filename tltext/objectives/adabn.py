@@ -59,7 +59,12 @@ class AdaBN(Objective):
     """AdaBN (Li et al. 2017) on the head's input features: train on the source (cross-entropy),
     then re-express the linear head for the target's feature mean and standard deviation
     (``adabn_head``), from ``--target_file``'s unlabelled examples. No hyperparameters; no target
-    batches during training."""
+    batches during training.
+
+    Measured (benchmarks/results/speech_stage1_adabn.md): FSDD leave-one-speaker-out, stage 1 from
+    the wav2vec 2.0 stage-0 model, seeds 0-2: 84.8 +- 0.8 % on the four target speakers against
+    78.8 +- 1.6 for the same training without the fold. On the frozen MiniLM probe, Amazon
+    books <-> kitchen (adabn_frozen_amazon.md): +0.2 (B->K) and +0.75 (K->B)."""
 
     name = "adabn"
     paper = "Li et al., Revisiting Batch Normalization For Practical Domain Adaptation (AdaBN), ICLR workshop 2017"
