@@ -96,3 +96,30 @@ def test_adabn_without_target_is_a_clear_error(tiny_bert_dir, tmp_path):
     toy = write_domains(tmp_path / "data")
     with pytest.raises((ValueError, SystemExit), match="adabn needs --target_file"):
         _run(toy, tiny_bert_dir, tmp_path / "run", "adabn", "frozen", target=False)
+
+
+def test_adabn_flags_weight_pooled_validation_and_too_small_target(tiny_bert_dir, tmp_path):
+    """A weight on adabn is said to be ignored; a frozen probe fitted on its validation rows gets
+    no 'before' validation score (it would be in-sample); the card gives the test score before
+    and after; a one-row target is refused before anything trains."""
+    from helpers import write_jsonl
+
+    (tmp_path / "data").mkdir()
+    toy = write_domains(tmp_path / "data")
+    args = ["--model_name_or_path", tiny_bert_dir, "--train_file", str(toy / "src.jsonl"),
+            "--test_file", str(toy / "tgt.jsonl"), "--target_file", str(toy / "tgt.jsonl"), "--tuning", "frozen",
+            "--objective", "adabn:0.5", "--output_dir", str(tmp_path / "run"), "--disable_tqdm", "--report", "False",
+            "--cache_dir", str(tmp_path / "cache")]
+    res = parse_and_run("text", args)
+    assert any("the weight of 'adabn' is ignored" in w for w in res["warnings"])
+    assert any("target examples for" in w and "feature dimensions" in w for w in res["warnings"])  # 24 rows, 32 dims
+    assert list(res["before_head_adaptation"]) == ["test"]
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    before = res["before_head_adaptation"]["test"]["accuracy"]
+    assert f"test before the head adaptation: accuracy {before:.4f}" in card
+    assert f"(after: accuracy {res['test']['accuracy']:.4f}" in card
+    write_jsonl(tmp_path / "one.jsonl", [{"text": "only one target review", "label": "pos"}])
+    args[args.index(str(toy / "tgt.jsonl"), args.index("--target_file"))] = str(tmp_path / "one.jsonl")
+    with pytest.raises((ValueError, SystemExit), match="need at least 2 target examples; the target data has 1"):
+        parse_and_run("text", args + ["--overwrite_output_dir"])
+    assert not (tmp_path / "run" / "results.json").read_text().count("one.jsonl")  # the earlier run's files stay

@@ -292,6 +292,14 @@ def _what_ran(res: Dict[str, Any]) -> List[str]:
             out.append(f"- {label}: {tr[key]}")
     if (wise := wise_ft_text(tr)):
         out.append(f"- {wise}")
+    before = res.get("before_head_adaptation") or {}
+    for split, metrics in before.items():
+        after = (res.get(split) or {}) if not (res.get(split) or {}).get("cross_validated") else {}
+        shown = [k for k in ("accuracy", "f1") if isinstance(metrics.get(k), (int, float))]
+        if shown:
+            out.append(f"- {split} before the head adaptation: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in shown)
+                       + (" (after: " + ", ".join(f"{k} {after[k]:.4f}" for k in shown if isinstance(after.get(k), (int, float)))
+                          + ")" if any(isinstance(after.get(k), (int, float)) for k in shown) else ""))
     g = res.get("negative_transfer_guard")
     if g:
         out.append(f"- {g['note']}")

@@ -541,12 +541,18 @@ class Trainer:
             return torch.nn.functional.normalize(f, dim=-1) if getattr(model.config, "feature_norm", None) == "l2" else f
 
         src, tgt = head_inputs("train"), head_inputs("target")
+        if len(tgt) < tgt.shape[1]:
+            warnings.warn(f"--objective {objective.spec}: {len(tgt)} target examples for {tgt.shape[1]} feature "
+                          "dimensions; the per-dimension target statistics the head was adapted to are noisy",
+                          UserWarning, stacklevel=2)
         head = objective.adapt_head(model.classifier.weight.detach().float().cpu(), model.classifier.bias.detach().float().cpu(),
                                     src.cpu(), tgt.cpu())
         if head is None:
             return
         # the labelled splits scored before the fold too, so results.json shows what the adaptation did
-        before = {name: self._score(model, inputs, name)[0] for name in ("validation", "test")
+        probe = self._head_fit.probe  # a probe fitted on the validation rows too: no held-out score of them
+        held_out = ("test",) if probe is not None and probe.pooled_validation else ("validation", "test")
+        before = {name: self._score(model, inputs, name)[0] for name in held_out
                   if name in self.splits and self.splits[name].labels is not None and name in inputs}
         with torch.no_grad():
             model.classifier.weight.copy_(head[0])
@@ -566,6 +572,10 @@ class Trainer:
         t = self.t
         set_seed(t.seed)
         self._head_fit = HeadFit()
+        n_target = len(self.splits["target"].inputs) if "target" in self.splits else 0
+        if objectives.adapts_head(m.objective) and n_target < 2:
+            raise ValueError(f"--objective {m.objective}: the target statistics need at least 2 target examples; "
+                             f"the target data has {n_target}")
         model, objective, plan, inputs = self._build(m, backbone)
         y = self.splits["train"].labels
         tm = TrainingModule(model, objective)
@@ -815,15 +825,17 @@ class Trainer:
         h = fit.history
         if not h:
             return
+        adapted = (" in training (its head was still adapted to the target afterwards)"
+                   if self._head_fit.head_adaptation else "")
         for key in {k for e in h for k in e}:
             name, _, what = key.partition("/")
             values = [e.get(key) for e in h]
             if what == "skipped" and all(v == 1.0 for v in values):
                 self._warnings.append(f"objective term {name} was skipped on every step (degenerate batches); "
-                                      "this run is effectively source-only")
+                                      f"this run is effectively source-only{adapted}")
             if what == "kept" and all(v == 0.0 for v in values):
                 self._warnings.append(f"objective term {name} kept no pseudo-label in any epoch; "
-                                      "this run is effectively source-only")
+                                      f"this run is effectively source-only{adapted}")
 
     def _guard(self, so_model, so_inputs, model, inputs) -> Dict[str, Any]:
         """Score the source-only and the adapted model with the run's label-free selection

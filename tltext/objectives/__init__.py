@@ -226,6 +226,11 @@ class ObjectiveSet(nn.Module):
         terms = []
         for name, w in parse_spec(spec):
             cls = get(name)
+            if w is not None and not cls.adds_term:
+                import warnings
+
+                warnings.warn(f"--objective {spec}: the weight of {name!r} is ignored (it adds no loss term)",
+                              UserWarning, stacklevel=2)
             weight = term_weight(name, w, default_weight, setup.tuning, setup.modality)
             s = ObjectiveSetup(**{**setup.__dict__, "weight": float(weight)})
             terms.append(cls(s))
