@@ -278,6 +278,20 @@ def _domain_gap(gap: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def _before_head_adaptation(res: Dict[str, Any]) -> List[str]:
+    """One line per split scored before an objective adapted the head to the target (AdaBN),
+    with the score after it (a cross-validated probe score predates the fold: not shown as after)."""
+    out = []
+    for split, before in (res.get("before_head_adaptation") or {}).items():
+        after = {} if (res.get(split) or {}).get("cross_validated") else (res.get(split) or {})
+        keys = [k for k in ("accuracy", "f1") if isinstance(before.get(k), (int, float))]
+        text = ", ".join(f"{k} {before[k]:.4f}" for k in keys)
+        later = ", ".join(f"{k} {after[k]:.4f}" for k in keys if isinstance(after.get(k), (int, float)))
+        if keys:
+            out.append(f"- {split} before the head adaptation: {text}" + (f" (after: {later})" if later else ""))
+    return out
+
+
 def _what_ran(res: Dict[str, Any]) -> List[str]:
     """What actually ran (results.json ``training``): device, precision, global batch,
     optimizer steps, how the head was fitted or initialised, the guard's decision."""
@@ -292,14 +306,7 @@ def _what_ran(res: Dict[str, Any]) -> List[str]:
             out.append(f"- {label}: {tr[key]}")
     if (wise := wise_ft_text(tr)):
         out.append(f"- {wise}")
-    before = res.get("before_head_adaptation") or {}
-    for split, metrics in before.items():
-        after = (res.get(split) or {}) if not (res.get(split) or {}).get("cross_validated") else {}
-        shown = [k for k in ("accuracy", "f1") if isinstance(metrics.get(k), (int, float))]
-        if shown:
-            out.append(f"- {split} before the head adaptation: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in shown)
-                       + (" (after: " + ", ".join(f"{k} {after[k]:.4f}" for k in shown if isinstance(after.get(k), (int, float)))
-                          + ")" if any(isinstance(after.get(k), (int, float)) for k in shown) else ""))
+    out += _before_head_adaptation(res)
     g = res.get("negative_transfer_guard")
     if g:
         out.append(f"- {g['note']}")
