@@ -63,8 +63,9 @@ class AdaBN(Objective):
 
     Measured (benchmarks/results/speech_stage1_adabn.md): FSDD leave-one-speaker-out, stage 1 from
     the wav2vec 2.0 stage-0 model, seeds 0-2: 84.8 +- 0.8 % on the four target speakers against
-    78.8 +- 1.6 for the same training without the fold. On the frozen MiniLM probe, Amazon
-    books <-> kitchen (adabn_frozen_amazon.md): +0.2 (B->K) and +0.75 (K->B)."""
+    78.8 +- 1.6 for the same training without the fold. MiniLM, Amazon books <-> kitchen, seeds 1-3:
+    frozen probe +0.2 (B->K) / +0.75 (K->B) (adabn_frozen_amazon.md); full fine-tuning +0.48 / +2.17
+    (pilots_full_adabn.md)."""
 
     name = "adabn"
     paper = "Li et al., Revisiting Batch Normalization For Practical Domain Adaptation (AdaBN), ICLR workshop 2017"
