@@ -73,8 +73,7 @@ def test_adabn_run_trains_like_erm_then_folds_the_target_statistics_into_the_hea
     m = models["erm"]
     with torch.no_grad():
         def head_input(texts):
-            f = m.features(m.encode(**m.backbone.collate(texts)))
-            return torch.nn.functional.normalize(f, dim=-1) if getattr(m.config, "feature_norm", None) == "l2" else f
+            return m.head_input(m.features(m.encode(**m.backbone.collate(texts))))
         fs, ft = head_input(src), head_input(tgt)
     note = ada["training"]["head_adaptation"]
     assert "AdaBN" in note and f"from {len(src)} source training and {len(tgt)} unlabelled target examples" in note

@@ -115,13 +115,17 @@ class TltextModel(PreTrainedModel):
         """Adapter output: the space that DA losses align and prototypes live in."""
         return self.adapter(embeddings)
 
-    def classify(self, feats: torch.Tensor) -> torch.Tensor:
-        """``[B, F]`` features -> ``[B, num_labels]`` logits; with ``config.feature_norm ==
-        "l2"`` the features are first scaled to unit L2 norm (a linear probe fitted on unit
-        sentence embeddings)."""
+    def head_input(self, feats: torch.Tensor) -> torch.Tensor:
+        """``[B, F]`` features -> what the linear classifier reads ``[B, F]``: scaled to unit L2
+        norm when ``config.feature_norm == "l2"`` (a linear probe fitted on unit sentence
+        embeddings), else unchanged."""
         if getattr(self.config, "feature_norm", None) == "l2":
-            feats = nn.functional.normalize(feats, dim=-1)
-        return self.classifier(self.dropout(feats))
+            return nn.functional.normalize(feats, dim=-1)
+        return feats
+
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        """``[B, F]`` features -> ``[B, num_labels]`` logits: the classifier on ``head_input``."""
+        return self.classifier(self.dropout(self.head_input(feats)))
 
     def forward(self, embeddings: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
                 return_dict: bool = True, **inputs: Any) -> SequenceClassifierOutput:

@@ -532,13 +532,12 @@ class Trainer:
 
     def _adapt_head(self, model, objective, inputs) -> None:
         """Objectives that re-express the head for the target (AdaBN) do it here, from the
-        features the head reads (unit-normalised first when ``feature_norm`` is ``l2``)."""
+        features the head reads (``TltextModel.head_input``)."""
         if not objective.adapts_head or inputs.get("target") is None:
             return
 
         def head_inputs(name: str) -> torch.Tensor:
-            f = self.predictor.features(model, inputs[name], f"{name} (head adaptation)").float()
-            return torch.nn.functional.normalize(f, dim=-1) if getattr(model.config, "feature_norm", None) == "l2" else f
+            return model.head_input(self.predictor.features(model, inputs[name], f"{name} (head adaptation)").float())
 
         src, tgt = head_inputs("train"), head_inputs("target")
         if len(tgt) < tgt.shape[1]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
@@ -227,8 +228,6 @@ class ObjectiveSet(nn.Module):
         for name, w in parse_spec(spec):
             cls = get(name)
             if w is not None and not cls.adds_term:
-                import warnings
-
                 warnings.warn(f"--objective {spec}: the weight of {name!r} is ignored (it adds no loss term)",
                               UserWarning, stacklevel=2)
             weight = term_weight(name, w, default_weight, setup.tuning, setup.modality)
